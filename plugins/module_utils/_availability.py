@@ -1,0 +1,183 @@
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+"""ensure-availability planning: how many state machines should vote, and which. Pure functions, no I/O.
+
+Juju's EnsureAvailability made exact: n is 3, 5 or 7; the count never shrinks; voters that have been unreachable
+for longer than down_after are demoted and replaced (a recorded standby first, then a spare from the pool) while a
+majority of voters is up; nothing is changed when that is not safe or not possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ansible_collections.stateserver.ha.plugins.module_utils._model import (
+    MACHINE_TAG,
+    MachineRecord,
+    ReplSetView,
+    down_for,
+    members_of,
+    primary_of,
+    statuses_of,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_n
+
+
+@dataclass(frozen=True)
+class PoolHost:
+    """A host of the inventory group state_machines that may serve as a state machine."""
+
+    name: str
+    mongo_address: str
+    api_address: str
+    reachable: bool = True
+
+
+@dataclass
+class AvailabilityPlan:
+    target: int
+    maintained: list = field(default_factory=list)
+    added: list = field(default_factory=list)
+    promoted: list = field(default_factory=list)
+    demoted: list = field(default_factory=list)
+    bootstrap: str | None = None
+    records_after: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    error: str | None = None
+    changed: bool = False
+
+
+def _report(plan: AvailabilityPlan) -> list[str]:
+    lines = []
+    for label, names in (("bootstrapping machine", [plan.bootstrap] if plan.bootstrap else []),
+                         ("maintaining machines", plan.maintained), ("promoting machines", plan.promoted),
+                         ("adding machines", plan.added), ("demoting machines", plan.demoted)):
+        if names:
+            lines.append(f"{label}: {', '.join(names)}")
+    return lines
+
+
+def _failed(n: int, message: str) -> AvailabilityPlan:
+    return AvailabilityPlan(target=n, error=message, messages=[message])
+
+
+def _adopt(records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView) -> list[MachineRecord]:
+    """Records for members that have none yet (the bootstrap member, or a set built before records existed)."""
+    known = {r.name for r in records}
+    addresses = {r.mongo_address.lower() for r in records}
+    pool_by_name = {p.name: p for p in pool}
+    pool_by_address = {p.mongo_address.lower(): p for p in pool}
+    adopted = list(records)
+    for mem in members_of(view.config):
+        host = pool_by_name.get(mem.machine) if mem.machine else pool_by_address.get(mem.host.lower())
+        name = mem.machine or (host.name if host else None)
+        if not name or name in known or mem.host.lower() in addresses:
+            continue
+        api = host.api_address if host else ""
+        adopted.append(MachineRecord(name=name, mongo_address=mem.host, api_address=api, wants_vote=mem.voting))
+        known.add(name)
+    return adopted
+
+
+def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView,
+                      down_after: float = 60.0) -> AvailabilityPlan:
+    """What ensure_availability will do. `plan.error` is set (and nothing planned) when it must refuse."""
+    problem = validate_n(n)
+    if problem:
+        return _failed(n if isinstance(n, int) else 0, problem)
+    reachable = [p for p in pool if p.reachable]
+
+    if view.config is None:
+        if len(reachable) < n:
+            return _failed(n, f"there is no replica set yet and {n} state machines need {n} reachable hosts in "
+                              f"state_machines; {len(reachable)} are reachable, {n - len(reachable)} more are needed")
+        chosen = reachable[:n]
+        plan = AvailabilityPlan(target=n, bootstrap=chosen[0].name, added=[p.name for p in chosen[1:]],
+                                records_after=[MachineRecord(p.name, p.mongo_address, p.api_address, True)
+                                               for p in chosen], changed=True)
+        plan.messages = _report(plan)
+        return plan
+
+    known = _adopt(records, pool, view)
+    members = {m.machine: m for m in members_of(view.config) if m.machine}
+    by_host = {m.host.lower(): m for m in members_of(view.config)}
+    statuses = {s.id: s for s in statuses_of(view.status)}
+
+    def member_of(rec: MachineRecord):
+        return members.get(rec.name) or by_host.get(rec.mongo_address.lower())
+
+    def status_of(rec: MachineRecord):
+        mem = member_of(rec)
+        return statuses.get(mem.id) if mem else None
+
+    voters = [m for m in members_of(view.config) if m.voting]
+    down_voters = [m for m in voters if statuses.get(m.id) is not None and statuses[m.id].down]
+    if len(voters) - len(down_voters) >= len(voters) // 2 + 1 and primary_of(view.status) is None:
+        return _failed(n, "the replica set has no primary right now (an election may be under way); nothing was "
+                          "changed; run again in a few seconds")
+    if len(voters) - len(down_voters) < len(voters) // 2 + 1:
+        names = ", ".join(m.machine or m.host for m in down_voters) or "none reported"
+        return _failed(n, (
+            f"a majority of the voting state machines is unreachable (down: {names}; {len(voters)} voters, "
+            f"{len(voters) // 2 + 1} needed) and the replica set has no primary, so no safe change is possible and "
+            "nothing was changed. Bring enough of the down machines back to restore a majority and run again; if they "
+            "are lost for good, follow 'Recovering from majority loss' in the README (a forced reconfig to the "
+            "survivors, which can lose writes)."))
+
+    wanting = [r for r in known if r.wants_vote]
+    if len(wanting) > n:
+        plan = AvailabilityPlan(target=len(wanting), maintained=[r.name for r in wanting], records_after=known,
+                                changed=known != records)
+        plan.messages = [(f"{len(wanting)} state machines already vote, more than n={n}: ensure_availability never "
+                         "reduces the count, nothing to do")] + _report(plan)
+        return plan
+
+    demoted, maintained = [], []
+    for rec in wanting:
+        st = status_of(rec)
+        if st is not None and st.down and down_for(view, st) > down_after:
+            demoted.append(rec.name)
+        else:
+            maintained.append(rec.name)  # up, starting, syncing, or not yet a member: not a candidate for demotion
+
+    need = n - len(maintained)
+    promoted = []
+    for rec in known:
+        if len(promoted) >= need:
+            break
+        st = status_of(rec)
+        if not rec.wants_vote and rec.name not in demoted and st is not None and st.ready:
+            promoted.append(rec.name)
+    need -= len(promoted)
+
+    taken = {r.name for r in known} | {r.mongo_address.lower() for r in known}
+    taken |= set(by_host)
+    spares = [p for p in reachable if p.name not in taken and p.mongo_address.lower() not in taken]
+    if len(spares) < need:
+        return _failed(n, (
+            f"{n} voting state machines need {need} more host(s) from state_machines but only {len(spares)} spare "
+            f"reachable host(s) are left; add {need - len(spares)} more host(s) to the state_machines group "
+            "(or bring unreachable ones back) and run again; nothing was changed"))
+    added = [p.name for p in spares[:need]]
+
+    after = []
+    for rec in known:
+        wants = rec.wants_vote
+        if rec.name in demoted:
+            wants = False
+        elif rec.name in promoted:
+            wants = True
+        after.append(MachineRecord(rec.name, rec.mongo_address, rec.api_address, wants))
+    pool_by_name = {p.name: p for p in pool}
+    after += [MachineRecord(name, pool_by_name[name].mongo_address, pool_by_name[name].api_address, True)
+              for name in added]
+    plan = AvailabilityPlan(target=n, maintained=maintained, added=added, promoted=promoted, demoted=demoted,
+                            records_after=after, changed=after != list(records))
+    plan.messages = _report(plan)
+    return plan
+
+
+__all__ = ["MACHINE_TAG", "AvailabilityPlan", "PoolHost", "plan_availability"]

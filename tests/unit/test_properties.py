@@ -1,0 +1,138 @@
+"""Properties of the planner over generated replica sets (hypothesis).
+
+From any valid current config and status and any set of machine records: every planned reconfig is one MongoDB
+accepts, changes at most one vote, the primary never loses its vote before it was stepped down, and (when every
+member is up) the sequence ends at the desired peer group with an odd number of voters.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.stateserver.ha.plugins.module_utils._availability import PoolHost, plan_availability
+from ansible_collections.stateserver.ha.plugins.module_utils._model import Member
+from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import desired_peer_group, plan_steps
+from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_config, voting_ids
+from fixtures import DOWN, PRIMARY, ToySet, config, member, rec, view
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+
+@st.composite
+def scenarios(draw):
+    size = draw(st.integers(1, 8))
+    votes = draw(st.lists(st.sampled_from([0, 1]), min_size=size, max_size=size))
+    voters = [i for i, v in enumerate(votes) if v]
+    assume(1 <= len(voters) <= 7)
+    primary = draw(st.sampled_from(voters))
+    down = {i for i in range(size) if i != primary and draw(st.booleans()) and draw(st.booleans())}
+    # Keep a majority of voters up, as the planner is only ever run against a set with a primary.
+    assume(len([i for i in voters if i not in down]) >= len(voters) // 2 + 1)
+    cfg = config([member(i, f"m{i}", v) for i, v in enumerate(votes)], version=draw(st.integers(1, 50)))
+    states = {i: (PRIMARY if i == primary else DOWN if i in down else 2) for i in range(size)}
+    records = []
+    for i in range(size):
+        if draw(st.booleans()) or i == primary:
+            records.append(rec(f"m{i}", i, wants=draw(st.booleans())))
+    for j in range(draw(st.integers(0, 4))):
+        records.append(rec(f"n{j}", 20 + j, wants=draw(st.booleans())))
+    assume(any(r.wants_vote for r in records))
+    return cfg, states, records, primary, down
+
+
+def _members(cfg):
+    return [Member.from_doc(m).to_doc() for m in sorted(cfg["members"], key=lambda m: m["_id"])]
+
+
+@given(scenarios())
+def test_every_step_is_safe(scenario):
+    cfg, states, records, primary, down = scenario
+    v = view(cfg, states)
+    steps = plan_steps(v, records, assume_ready=True)
+    prev = cfg
+    stepped_down = False
+    for step in steps:
+        if step.config is None:
+            assert step.action == "step_down"
+            assert stepped_down or step.member_id == primary
+            stepped_down = True
+            continue
+        assert validate_config(step.config) == [], step
+        assert step.config["version"] == prev["version"] + 1
+        assert len(voting_ids(prev) ^ voting_ids(step.config)) <= 1
+        if not stepped_down:
+            assert primary in voting_ids(step.config), "the primary lost its vote without a step-down"
+        prev = step.config
+    if not down:
+        desired = desired_peer_group(records, v)
+        assert _members(prev) == [m.to_doc() for m in desired.members]
+        assert len(voting_ids(prev)) % 2 == 1
+
+
+@given(scenarios())
+def test_replanning_after_the_plan_is_a_no_op(scenario):
+    cfg, states, records, _primary, down = scenario
+    assume(not down)
+    steps = plan_steps(view(cfg, states), records, assume_ready=True)
+    assume(steps and all(s.config is not None for s in steps))
+    final = steps[-1].config
+    states = {m["_id"]: states.get(m["_id"], 2) for m in final["members"]}
+    assert plan_steps(view(final, states), records, assume_ready=True) == []
+
+
+@given(scenarios())
+def test_steps_valid_now_are_a_prefix_of_safe_moves(scenario):
+    cfg, states, records, _primary, _down = scenario
+    prev = cfg
+    for step in plan_steps(view(cfg, states), records, assume_ready=False):
+        if step.config is None:
+            break
+        assert validate_config(step.config) == []
+        assert len(voting_ids(prev) ^ voting_ids(step.config)) <= 1
+        prev = step.config
+
+
+@given(st.sampled_from([3, 5, 7]), st.integers(1, 7), st.integers(0, 7))
+def test_availability_never_shrinks_and_targets_odd(n, voters, spares):
+    names = [f"m{i}" for i in range(voters)]
+    cfg = config([member(i, names[i]) for i in range(voters)])
+    records = [rec(x, i) for i, x in enumerate(names)]
+    pool = [PoolHost(x, f"10.0.0.{i}:37017", "") for i, x in enumerate(names)]
+    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", "") for j in range(spares)]
+    plan = plan_availability(n, records, pool, view(cfg, {0: PRIMARY}))
+    wanting = [r for r in plan.records_after if r.wants_vote]
+    if plan.error:
+        assert "more host" in plan.error and not plan.changed
+        return
+    assert len(wanting) >= voters
+    if voters <= n:
+        assert len(wanting) == n and n % 2 == 1
+    else:
+        assert not plan.changed
+
+
+@given(scenarios())
+def test_the_convergence_loop_keeps_the_primary_voting(scenario):
+    """Driven the way the loop drives it (plan on the set as it is, apply the first step, re-read), the member that
+    is primary at each moment keeps its vote, and every wanted, reachable machine ends up where the goal says."""
+    cfg, states, records, _primary, down = scenario
+    toy = ToySet(cfg, states)
+    for _ in range(60):
+        steps = plan_steps(toy.view(), records, assume_ready=False)
+        if not steps:
+            toy.sync()
+            steps = plan_steps(toy.view(), records, assume_ready=False)
+            if not steps:
+                break
+        step = steps[0]
+        current_primary = next(i for i, s in toy.states.items() if s == PRIMARY)
+        if step.config is not None:
+            assert current_primary in voting_ids(step.config)
+            assert len(voting_ids(toy.cfg) ^ voting_ids(step.config)) <= 1
+            assert validate_config(step.config) == []
+        else:
+            assert step.member_id == current_primary
+        toy.apply(step)
+    else:
+        raise AssertionError("the loop did not settle")
+    if not down:
+        assert _members(toy.cfg) == [m.to_doc() for m in desired_peer_group(records, toy.view()).members]
+        assert len(voting_ids(toy.cfg)) % 2 == 1
