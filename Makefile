@@ -38,6 +38,9 @@ test-mongosim: venv
 test-integration: venv
 	$(BIN)/pytest tests/integration
 
+test-api: venv
+	$(BIN)/pytest apiserver/tests
+
 lint: venv
 	bash scripts/lint
 
