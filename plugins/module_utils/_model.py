@@ -136,7 +136,8 @@ def status_now(view: ReplSetView) -> datetime.datetime:
 
 
 def _aware(value: datetime.datetime) -> datetime.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    # timezone.utc, not datetime.UTC: module_utils also run on managed hosts with Python older than 3.11.
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
 
 
 def down_for(view: ReplSetView, status: MemberStatus) -> float:

@@ -97,6 +97,12 @@ def desired_peer_group(machines: list[MachineRecord], view: ReplSetView) -> Desi
             goal[rec.name] = Member(id=mem.id, host=rec.mongo_address or mem.host, votes=mem.votes,
                                     priority=mem.priority, tags={**mem.tags, MACHINE_TAG: rec.name}, extra=mem.extra)
 
+    if not goal:
+        # Removing every member is never what anyone wants: the records are missing or have no addresses.
+        raise PeerGroupError(
+            "no state machine record with a mongo address matches this replica set (stateserver.machines is empty "
+            "or its records have no mongo_address); run ensure_availability first, nothing was changed")
+
     order = {r.name: i for i, r in enumerate(machines)}
     voting_now = {name for name, mem in claimed.items() if mem.voting}
     wants = [r.name for r in machines if r.wants_vote and r.name in goal]
@@ -109,8 +115,15 @@ def desired_peer_group(machines: list[MachineRecord], view: ReplSetView) -> Desi
         drop = newcomers[-1] if newcomers else next(n for n in reversed(chosen) if n != primary_name)
         chosen.remove(drop)
     if not chosen:
-        # Never zero voters: with no machine wanting a vote, the current voters keep theirs.
-        chosen = [n for n in goal if n in voting_now] or [n for n, m in claimed.items() if m.id == primary_id]
+        # Never zero voters: with no machine wanting a vote, the current voters keep theirs; when every voter
+        # belongs to a machine that is gone, one remaining machine (a ready one first) takes the vote.
+        statuses = {s.id: s for s in statuses_of(view.status)}
+        ready = [n for n, m in goal.items() if statuses.get(m.id) is not None and statuses[m.id].ready]
+        chosen = ([n for n in goal if n in voting_now] or [n for n, m in claimed.items() if m.id == primary_id]
+                  or ready[:1] or list(goal)[:1])
+        if len(chosen) % 2 == 0:
+            primary_name = next((n for n, m in claimed.items() if m.id == primary_id), None)
+            chosen.remove(next(n for n in reversed(chosen) if n != primary_name))
 
     members = []
     for name, mem in goal.items():
@@ -179,6 +192,8 @@ class _Planner:
             # With the goal odd too, demotions pair up: one now, the other (perhaps the primary's) next.
             if others and (len(demote) >= 2 or promote):
                 options.append(("demote", others[0]))
+        # Never more than 7 voters, not even for one step: at the cap a demotion (or a step-down) comes first.
+        options = [(kind, mid) for kind, mid in options if kind != "promote" or count < MAX_VOTERS]
         if not options and self.primary_id in demote:
             if count == 1:
                 options += [("promote", i) for i in promote[:1]]  # Juju's "N=2" move: a second voter first
@@ -318,15 +333,19 @@ def convergence_report(view: ReplSetView, machines: list[MachineRecord]) -> tupl
     statuses = {s.id: s for s in statuses_of(view.status)}
     for mem in desired.members:
         st = statuses.get(mem.id)
-        if not mem.voting or mem.id not in current:
+        if mem.id not in current:
             continue
+        role = "voter" if mem.voting else "standby"
+        if not mem.voting and (st is None or st.down):
+            continue  # a down standby (e.g. demoted because it died) holds no vote: it must not block convergence
         if st is None or not st.ready:
             state = st.state_str if st else "not in the status"
-            reasons.append(f"voter {_machine_name(mem)} ({mem.host}) is {state}, not a healthy PRIMARY/SECONDARY")
+            reasons.append(f"{role} {_machine_name(mem)} ({mem.host}) is {state}, not a healthy PRIMARY/SECONDARY")
         elif len(primaries) == 1 and (st.config_version, st.config_term) != (
                 primaries[0].config_version, primaries[0].config_term):
-            reasons.append(f"voter {_machine_name(mem)} has config version {st.config_version}, the primary "
-                           f"{primaries[0].config_version}")
+            reasons.append(f"{role} {_machine_name(mem)} has config version {st.config_version} term "
+                           f"{st.config_term}, the primary {primaries[0].config_version} term "
+                           f"{primaries[0].config_term}")
     for doc in view.config.get("members", []):
         if doc.get("newlyAdded"):
             reasons.append(f"member {doc['_id']} ({doc['host']}) is still newlyAdded")

@@ -78,9 +78,10 @@ def test_voter_down_briefly_is_kept():
     assert plan.demoted == [] and not plan.changed
 
 
-def test_starting_or_syncing_member_is_never_demoted():
+@pytest.mark.parametrize("state", [0, 3, STARTUP2], ids=["STARTUP", "RECOVERING", "STARTUP2"])
+def test_starting_or_syncing_member_is_never_demoted(state):
     """Juju lp:1384549: a machine still booting was taken for dead and replaced."""
-    plan = plan_availability(3, RECORDS3, POOL, view(three(), {0: PRIMARY, 2: STARTUP2}), down_after=0)
+    plan = plan_availability(3, RECORDS3, POOL, view(three(), {0: PRIMARY, 2: state}), down_after=0)
     assert plan.demoted == [] and not plan.changed
 
 

@@ -239,3 +239,55 @@ def test_worker_scenario_sets_and_updates_members():
     settle(machines)
     assert voting(toy.cfg) == ["b", "c", "d"] and toy.states[0] != PRIMARY
     assert convergence_report(toy.view(), machines) == (True, [])
+
+
+def test_converged_needs_matching_config_version_and_term_and_no_newly_added():
+    cfg = config([member(0, "a"), member(1, "b"), member(2, "c"), member(3, "d", 0)], version=3)
+    machines = [rec("a", 0), rec("b", 1), rec("c", 2), rec("d", 3, False)]
+    v = view(cfg, {0: PRIMARY})
+    assert convergence_report(v, machines) == (True, [])
+    v.status["members"][3]["configVersion"] = 2  # the standby has not installed version 3 yet
+    ok, reasons = convergence_report(v, machines)
+    assert not ok and any("standby d" in r for r in reasons)
+    v.status["members"][3]["configVersion"] = 3
+    v.status["members"][1]["configTerm"] = 0
+    assert not convergence_report(v, machines)[0]
+    v.status["members"][1]["configTerm"] = 1
+    cfg["members"][2]["newlyAdded"] = True
+    ok, reasons = convergence_report(v, machines)
+    assert not ok and any("newlyAdded" in r for r in reasons)
+
+
+def test_converged_needs_exactly_one_primary():
+    cfg = config([member(0, "a"), member(1, "b"), member(2, "c")])
+    machines = [rec("a", 0), rec("b", 1), rec("c", 2)]
+    ok, reasons = convergence_report(view(cfg, {}), machines)
+    assert not ok and any("exactly one PRIMARY" in r for r in reasons)
+    ok, reasons = convergence_report(view(cfg, {0: PRIMARY, 1: PRIMARY}), machines)
+    assert not ok and any("exactly one PRIMARY" in r for r in reasons)
+
+
+def test_planned_configs_never_carry_the_server_owned_newly_added_flag():
+    cfg = config([member(0, "a"), member(1, "b"), dict(member(2, "c"), newlyAdded=True)])
+    machines = [rec("a", 0), rec("b", 1), rec("c", 2), rec("d", 3, False)]
+    steps = plan_steps(view(cfg, {0: PRIMARY}), machines)
+    assert steps and all("newlyAdded" not in m for s in steps for m in s.config["members"])
+    assert validate_reconfig(cfg, steps[0].config) == []
+
+
+def test_no_records_is_refused():
+    """Planning against an empty stateserver.machines would remove every member: refuse, and say what to run."""
+    v = view(config([member(0, "a")]), {0: PRIMARY})
+    with pytest.raises(PeerGroupError, match="ensure_availability"):
+        plan_steps(v, [])
+    assert convergence_report(v, [])[0] is False
+
+
+def test_never_eight_voters_when_replacing_at_the_cap():
+    """Found by hypothesis: at 7 voters, replacing the (gone) primary promoted the newcomer first -> 8 voters."""
+    cfg = config([member(i, f"m{i}") for i in range(7)])
+    machines = [rec(f"m{i}", i) for i in range(1, 7)] + [rec("n", 7)]
+    steps = plan_steps(view(cfg, {0: PRIMARY}), machines)
+    actions = [(s.action, s.machine) for s in steps]
+    assert actions[0] == ("step_down", "m0") and actions.index(("remove", "m0")) < actions.index(("promote", "n"))
+    assert all(sum(m["votes"] for m in s.config["members"]) <= 7 for s in steps if s.config)

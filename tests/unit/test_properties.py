@@ -29,12 +29,14 @@ def scenarios(draw):
     cfg = config([member(i, f"m{i}", v) for i, v in enumerate(votes)], version=draw(st.integers(1, 50)))
     states = {i: (PRIMARY if i == primary else DOWN if i in down else 2) for i in range(size)}
     records = []
+    keep_primary = draw(st.integers(0, 4)) > 0  # now and then the primary's machine is gone too
     for i in range(size):
-        if draw(st.booleans()) or i == primary:
-            records.append(rec(f"m{i}", i, wants=draw(st.booleans())))
+        if draw(st.booleans()) or (i == primary and keep_primary):
+            moved = draw(st.integers(0, 5)) == 0  # now and then a machine's address changes
+            records.append(rec(f"m{i}", i, wants=draw(st.booleans()), address=f"10.1.0.{i}:37017" if moved else None))
     for j in range(draw(st.integers(0, 4))):
         records.append(rec(f"n{j}", 20 + j, wants=draw(st.booleans())))
-    assume(any(r.wants_vote for r in records))
+    assume(records)  # no records at all is refused (test_peergroup: test_no_records_is_refused)
     return cfg, states, records, primary, down
 
 
@@ -136,3 +138,94 @@ def test_the_convergence_loop_keeps_the_primary_voting(scenario):
     if not down:
         assert _members(toy.cfg) == [m.to_doc() for m in desired_peer_group(records, toy.view()).members]
         assert len(voting_ids(toy.cfg)) % 2 == 1
+
+
+def _fewest_reconfigs(cfg, goal, primary):
+    """An independent oracle: breadth-first search over voting sets for the fewest reconfigs that reach the goal.
+
+    A move is one replSetReconfig: at most one vote changes (promote a member that already exists, demote one, or
+    remove a voter outright) and every change that moves no vote rides along for free. Rules the planner promises:
+    a new member votes only after a reconfig that added it, the primary keeps its vote (no step-down here), there
+    are 1 to 7 voters, and an even count is entered
+    only when the vote that makes it odd again can follow at once (never held across a new member's sync)."""
+    from collections import deque
+
+    start_voters = frozenset(voting_ids(cfg))
+    goal_voters = frozenset(m.id for m in goal if m.voting)
+    goal_ids = frozenset(m.id for m in goal)
+    start_ids = frozenset(m["_id"] for m in cfg["members"])
+    free_changes = _members(cfg) != [m.to_doc() for m in goal]
+    # state: (voters, ids present, all free changes done)
+    start = (start_voters, start_ids, not free_changes)
+    seen = {start: 0}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        voters, ids, done = state
+        if voters == goal_voters and done:
+            return seen[state]
+        moves = [None] + sorted(voters ^ goal_voters)
+        for mid in moves:
+            new_voters, new_ids = voters, ids
+            if mid is not None:
+                if mid in voters:
+                    new_voters = voters - {mid}
+                    if mid == primary:
+                        continue
+                    if mid not in goal_ids:
+                        new_ids = ids - {mid}
+                elif mid in ids:
+                    new_voters = voters | {mid}
+                else:
+                    continue  # not a member yet: it must be added (non-voting) by an earlier reconfig
+            if not 1 <= len(new_voters) <= 7:
+                continue
+            if len(new_voters) % 2 == 0 and len(voters) % 2 == 1:
+                # An even count is entered only when the vote that makes it odd again can follow at once: a
+                # demotion, or a promotion of a member that was already there (synced) before this reconfig.
+                rest = (new_voters ^ goal_voters) - {primary}
+                if not any(i in new_voters or i in ids for i in rest):
+                    continue
+            # the free changes: add every goal member (non-voting), drop every non-voter that is not in the goal
+            new_ids = (new_ids | goal_ids) - {i for i in new_ids - goal_ids if i not in new_voters}
+            nxt = (frozenset(new_voters), frozenset(new_ids), new_ids == goal_ids)
+            if nxt not in seen:
+                seen[nxt] = seen[state] + 1
+                queue.append(nxt)
+    raise AssertionError("the oracle found no path")
+
+
+@given(scenarios())
+def test_the_plan_uses_the_fewest_reconfigs_the_rules_allow(scenario):
+    cfg, states, records, primary, down = scenario
+    assume(not down)
+    v = view(cfg, states)
+    desired = desired_peer_group(records, v)
+    assume(not desired.step_down_primary)
+    steps = plan_steps(v, records, assume_ready=True)
+    assume(all(s.config is not None for s in steps))
+    assert len(steps) == _fewest_reconfigs(cfg, desired.members, primary)
+
+
+@given(st.sampled_from([3, 5, 7]), st.integers(1, 7), st.integers(0, 7), st.data())
+def test_availability_replanning_its_own_result_changes_nothing(n, voters, spares, data):
+    names = [f"m{i}" for i in range(voters)]
+    cfg = config([member(i, names[i]) for i in range(voters)])
+    records = [rec(x, i) for i, x in enumerate(names)]
+    pool = [PoolHost(x, f"10.0.0.{i}:37017", "") for i, x in enumerate(names)]
+    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", "") for j in range(spares)]
+    down = {i for i in range(1, voters) if data.draw(st.booleans())}
+    since = {i: data.draw(st.sampled_from([5, 600])) for i in down}
+    v = view(cfg, {0: PRIMARY, **{i: DOWN for i in down}}, since)
+    plan = plan_availability(n, records, pool, v, down_after=60)
+    if plan.error:
+        assert not plan.changed and plan.records_after == []
+        return
+    wanting_before = sum(1 for r in records if r.wants_vote)
+    wanting_after = sum(1 for r in plan.records_after if r.wants_vote)
+    if wanting_before <= n:
+        assert wanting_after == n == plan.target  # down voters are replaced one for one: never fewer than n
+    else:
+        assert not plan.changed and wanting_after == wanting_before  # never shrinks
+    again = plan_availability(n, plan.records_after, pool, v, down_after=60)
+    assert not again.changed and again.added == again.promoted == again.demoted == []

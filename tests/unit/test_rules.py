@@ -133,3 +133,18 @@ def test_newly_added_may_not_be_sent():
 def test_localhost_all_or_none():
     cfg = config([dict(member(0, "a"), host="localhost:37017"), member(1, "b")])
     assert any("localhost" in e for e in validate_config(cfg))
+
+
+def test_single_auto_reconfig_allowed():
+    """Server: ValidateForReconfig_SingleAutoReconfigAllowed. A member the server flagged newlyAdded is sent back
+    without the flag (the server owns it); that is not a voting change."""
+    old = config([member(0, "a"), member(1, "b"), dict(member(2, "c"), newlyAdded=True)], 2)
+    new = config([member(0, "a"), member(1, "b"), member(2, "c")], 3)
+    assert validate_reconfig(old, new) == []
+
+
+def test_multi_auto_reconfig_disallowed():
+    """Server: ValidateForReconfig_MultiAutoReconfigDisallowed, seen from the client: two new voters at once."""
+    old = config([member(0, "a")], 2)
+    new = config([member(0, "a"), member(1, "b"), member(2, "c")], 3)
+    assert any("at most 1 voting member" in e for e in validate_reconfig(old, new))

@@ -1,0 +1,288 @@
+"""The convergence loop (_converge.py) and the pymongo adapter's pure helpers, without a server.
+
+The loop is driven with a fake replica set and a scripted planner, so these tests pin down the loop's own rules:
+readiness between steps, one step per iteration, re-read (never re-send) after an interrupted reconfig, no waiting
+in check mode, a timeout that carries the partial result, and backoff from 2 s doubling and capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from ansible_collections.stateserver.ha.plugins.module_utils import _converge, _replset
+from ansible_collections.stateserver.ha.plugins.module_utils._model import ReplSetView
+
+TAG = "stateserver-machine"
+
+
+def member(i: int, votes: int = 1) -> dict:
+    return {"_id": i, "host": f"h{i}:37017", "votes": votes, "priority": 1.0 if votes else 0.0,
+            "tags": {TAG: f"m{i}"}}
+
+
+def config(version: int, members: list[dict]) -> dict:
+    return {"_id": "stateserver", "version": version, "term": 1, "members": members}
+
+
+def status(cfg: dict, states: dict | None = None, health: dict | None = None, version: dict | None = None) -> dict:
+    states, health, version = states or {}, health or {}, version or {}
+    return {"set": "stateserver", "members": [
+        {"_id": m["_id"], "name": m["host"], "state": states.get(m["_id"], 1 if m["_id"] == 0 else 2),
+         "stateStr": "X", "health": health.get(m["_id"], 1),
+         "configVersion": version.get(m["_id"], cfg["version"]), "configTerm": 1}
+        for m in cfg["members"]]}
+
+
+@dataclass
+class Step:
+    action: str
+    machine: str
+    member_id: int
+    config: dict | None
+
+
+class FakeSet:
+    """Holds a config; reconfig installs it unless told to fail; status follows the config."""
+
+    set_name = "stateserver"
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.sent: list[dict] = []
+        self.fail_next: Exception | None = None
+        self.install_on_failure = False
+        self.status_override = None
+        self.stepped_down = 0
+
+    def read_view(self) -> ReplSetView:
+        st = self.status_override(self.cfg) if self.status_override else status(self.cfg)
+        return ReplSetView(config=self.cfg, status=st, now=None)
+
+    def read_records(self) -> list:
+        return []
+
+    def reconfig(self, cfg: dict) -> bool:
+        self.sent.append(cfg)
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            if self.install_on_failure:
+                self.cfg = cfg
+            if isinstance(exc, _replset.TransientError):
+                raise exc
+            # The adapter's contract: an interrupted reconfig is verified by re-reading, never re-sent.
+            return _replset.same_members(self.cfg, cfg) and self.cfg["version"] >= cfg["version"]
+        self.cfg = cfg
+        return True
+
+    def step_down(self) -> None:
+        self.stepped_down += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def scripted_planner(monkeypatch, target: list[dict]) -> None:
+    """plan_steps: add missing members non-voting, then promote one at a time; converged when equal to target."""
+    def plan(view, machines, assume_ready=True):
+        cur = {m["_id"]: m for m in view.config["members"]}
+        steps, cfg = [], view.config
+        for want in target:
+            have = cur.get(want["_id"])
+            if have is None:
+                new = [*cfg["members"], dict(want, votes=0, priority=0.0)]
+                cfg = config(cfg["version"] + 1, new)
+                steps.append(Step("add", want["tags"][TAG], want["_id"], cfg))
+                if not assume_ready:
+                    return steps
+        for want in target:
+            have = {m["_id"]: m for m in cfg["members"]}[want["_id"]]
+            if have["votes"] != want["votes"]:
+                new = [dict(m, votes=want["votes"], priority=want["priority"]) if m["_id"] == want["_id"] else m
+                       for m in cfg["members"]]
+                cfg = config(cfg["version"] + 1, new)
+                steps.append(Step("promote", want["tags"][TAG], want["_id"], cfg))
+        return steps[:1] if not assume_ready else steps
+
+    def report(view, machines):
+        done = _replset.same_members(view.config, config(0, target))
+        return done, ([] if done else ["not there yet"])
+
+    monkeypatch.setattr(_converge, "plan_steps", plan)
+    monkeypatch.setattr(_converge, "convergence_report", report)
+    monkeypatch.setattr(_converge, "validate_reconfig", lambda old, new, force=False: [])
+
+
+def test_applies_one_step_at_a_time_until_converged(monkeypatch):
+    target = [member(0), member(1), member(2)]
+    scripted_planner(monkeypatch, target)
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert [s["action"] for s in outcome.steps] == ["add", "add", "promote", "promote"]
+    assert [s["config_version"] for s in outcome.steps] == [2, 3, 4, 5]
+    assert [c["version"] for c in rs.sent] == [2, 3, 4, 5]
+    assert outcome.as_result()["voters"] == ["m0", "m1", "m2"]
+
+
+def test_check_mode_plans_everything_and_sends_nothing(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1), member(2)])
+    rs = FakeSet(config(1, [member(0)]))
+    outcome = _converge.plan_only(rs)
+    assert rs.sent == []
+    assert len(outcome.steps) == 4 and outcome.steps[-1]["config_version"] == 5
+    assert outcome.as_result()["voters"] == ["m0", "m1", "m2"]
+    assert rs.cfg["version"] == 1
+
+
+def test_waits_for_config_to_propagate_before_the_next_step(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    lagging = {"left": 3}
+
+    def lag(cfg):
+        if lagging["left"]:
+            lagging["left"] -= 1
+            return status(cfg, version={1: cfg["version"] - 1})
+        return status(cfg)
+    rs.status_override = lag
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert clock.sleeps[:2] == [2.0, 4.0]
+    assert len(rs.sent) == 1
+
+
+def test_interrupted_reconfig_is_verified_not_resent(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    rs.fail_next = ConnectionError("dropped")
+    rs.install_on_failure = True
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert len(rs.sent) == 1  # it landed; re-reading showed that, so nothing was sent twice
+    assert [s["action"] for s in outcome.steps] == ["promote"]
+
+
+def test_interrupted_reconfig_that_did_not_land_is_replanned_after_backoff(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    rs.fail_next = ConnectionError("dropped")
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert [c["version"] for c in rs.sent] == [2, 2]
+    assert clock.sleeps == [2.0]
+
+
+def test_timeout_carries_the_partial_result(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    # The new member never becomes healthy, so after the add the loop waits until the deadline.
+    rs.status_override = lambda cfg: status(cfg, health={1: 0}, states={1: 8})
+    with pytest.raises(_converge.ConvergeTimeout) as err:
+        _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    result = err.value.outcome.as_result()
+    assert [s["action"] for s in result["steps"]] == ["add"]
+    assert result["converged"] is False
+    assert any("h1:37017" in r for r in result["not_converged"])
+    assert "did not converge within 60" in str(err.value)
+    assert clock.now == pytest.approx(60)
+    assert max(clock.sleeps) <= _converge.MAX_DELAY
+
+
+def test_step_down_then_replans_against_the_new_primary(monkeypatch):
+    rs, clock = FakeSet(config(1, [member(0), member(1), member(2)])), Clock()
+    calls = {"n": 0}
+
+    def plan(view, machines, assume_ready=True):
+        calls["n"] += 1
+        return [Step("step_down", "m0", 0, None)] if calls["n"] == 1 else []
+    monkeypatch.setattr(_converge, "plan_steps", plan)
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
+    outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert rs.stepped_down == 1 and rs.sent == []
+    assert outcome.steps == [{"action": "step_down", "machine": "m0", "member_id": 0, "config_version": 1}]
+
+
+def test_a_step_mongodb_would_reject_is_not_sent(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    monkeypatch.setattr(_converge, "validate_reconfig", lambda old, new, force=False: ["two voters change"])
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    with pytest.raises(_converge.PlanError, match="two voters change"):
+        _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert rs.sent == []
+
+
+@pytest.mark.parametrize("st, expect_up, ready", [
+    (status(config(3, [member(0), member(1)])), {"h0:37017", "h1:37017"}, True),
+    (status(config(3, [member(0), member(1)]), states={0: 2}), set(), False),                 # no primary
+    (status(config(3, [member(0), member(1)]), states={1: 1}), set(), False),                 # two primaries
+    (status(config(3, [member(0), member(1)]), health={1: 0}), {"h1:37017"}, False),          # expected up, is down
+    (status(config(3, [member(0), member(1)]), health={1: 0}), set(), True),                  # was down already
+    (status(config(3, [member(0), member(1)]), version={1: 2}), set(), False),                # config not propagated
+    (None, set(), False),
+])
+def test_readiness_predicate(st, expect_up, ready):
+    assert (_converge.not_ready(st, expect_up) == []) is ready
+
+
+def test_backoff_doubles_from_two_seconds_and_is_capped():
+    b = _converge.Backoff()
+    assert [b.next() for i in range(6)] == [2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
+    b.reset()
+    assert b.next() == 2.0
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    (["a"], ["a:37017"]),
+    (["a:1"], ["a:1"]),
+    (["::1"], ["[::1]:37017"]),
+    (["[::1]"], ["[::1]:37017"]),
+    (["[::1]:5"], ["[::1]:5"]),
+    ([" b ", ""], ["b:37017"]),
+])
+def test_seed_list_applies_the_default_port(seeds, expected):
+    assert _replset.seed_list(seeds, 37017) == expected
+
+
+def test_client_options_use_pymongo_names():
+    opts = _replset.client_options({"login_user": "u", "login_password": "p", "login_database": "admin", "tls": True,
+                                    "tls_ca_file": "/ca", "tls_certificate_key_file": "/k",
+                                    "tls_certificate_key_file_password": "kp", "tls_allow_invalid_certificates": True,
+                                    "server_selection_timeout": 2.5})
+    assert opts["username"] == "u" and opts["password"] == "p" and opts["authSource"] == "admin"
+    assert opts["tls"] is True and opts["tlsCAFile"] == "/ca" and opts["tlsCertificateKeyFile"] == "/k"
+    assert opts["tlsCertificateKeyFilePassword"] == "kp" and opts["tlsAllowInvalidCertificates"] is True
+    assert opts["serverSelectionTimeoutMS"] == 2500
+    plain = _replset.client_options({"server_selection_timeout": 1})
+    assert "username" not in plain and "tls" not in plain
+
+
+def test_read_settled_waits_out_an_election_but_not_a_lost_majority():
+    rs, clock = FakeSet(config(3, [member(0), member(1), member(2)])), Clock()
+    elections = {"left": 2}
+
+    def electing(cfg):
+        if elections["left"]:
+            elections["left"] -= 1
+            return status(cfg, states={0: 2})
+        return status(cfg)
+    rs.status_override = electing
+    view = _converge.read_settled(rs, 30, clock=clock, sleep=clock.sleep)
+    assert _converge.primary_host(view.status) == "h0:37017"
+    assert clock.sleeps == [2.0, 4.0]
+
+    rs2, clock2 = FakeSet(config(3, [member(0), member(1), member(2)])), Clock()
+    rs2.status_override = lambda cfg: status(cfg, states={0: 2}, health={1: 0, 2: 0})
+    view = _converge.read_settled(rs2, 10, clock=clock2, sleep=clock2.sleep)
+    assert _converge.primary_host(view.status) is None
+    assert clock2.now == pytest.approx(10)
