@@ -1,0 +1,338 @@
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+"""The only pymongo adapter of the collection.
+
+It reads the replica set (config, status, hello, machine records), writes machine records with majority write
+concern, sends one replSetReconfig at a time and steps the primary down. It never decides anything: the planning
+code does, and the convergence loop (_converge.py) chooses what to send and when.
+"""
+
+from __future__ import annotations
+
+import datetime
+import traceback
+
+try:
+    from pymongo import MongoClient, ReadPreference
+    from pymongo.errors import (
+        AutoReconnect,
+        ConnectionFailure,
+        OperationFailure,
+        PyMongoError,
+    )
+    from pymongo.write_concern import WriteConcern
+
+    HAS_PYMONGO = True
+    PYMONGO_IMPORT_ERROR = None
+except ImportError:
+    HAS_PYMONGO = False
+    PYMONGO_IMPORT_ERROR = traceback.format_exc()
+
+from ansible_collections.stateserver.ha.plugins.module_utils._model import (
+    MachineRecord,
+    ReplSetView,
+)
+
+MACHINE_TAG = "stateserver-machine"
+RECORDS_DATABASE = "stateserver"
+RECORDS_COLLECTION = "machines"
+
+# Server error codes that mean "the primary changed under us": the outcome of the operation is unknown.
+_STATE_CHANGE_CODES = frozenset({
+    91,     # ShutdownInProgress
+    189,    # PrimarySteppedDown
+    10107,  # NotWritablePrimary
+    11600,  # InterruptedAtShutdown
+    11602,  # InterruptedDueToReplStateChange
+    13435,  # NotPrimaryNoSecondaryOk
+})
+# Reconfig refusals that go away by themselves: re-read, back off and plan again.
+_TRANSIENT_RECONFIG_CODES = frozenset({
+    74,   # NodeNotFound: quorum check could not reach a (new) member yet
+    103,  # NewReplicaSetConfigurationIncompatible: someone else reconfigured first (version raced)
+    109,  # ConfigurationInProgress
+    308,  # CurrentConfigNotCommittedYet
+})
+_NOT_INITIATED_CODES = frozenset({
+    93,   # InvalidReplicaSetConfig (old servers before initiate)
+    94,   # NotYetInitialized
+})
+
+
+class ReplSetError(Exception):
+    """A replica-set operation failed in a way the caller should report as is (names the operation)."""
+
+
+class TransientError(ReplSetError):
+    """The operation did not happen or its outcome is unknown; re-read the set and plan again."""
+
+
+def seed_list(seeds: list[str], port: int) -> list[str]:
+    """Seeds as host:port strings; a seed without a port gets the default port (IPv6 literals stay bracketed)."""
+    out = []
+    for seed in seeds:
+        seed = seed.strip()
+        if not seed:
+            continue
+        if seed.startswith("["):
+            out.append(seed if "]:" in seed else f"{seed}:{port}")
+        elif seed.count(":") == 1:
+            out.append(seed)
+        elif ":" in seed:
+            out.append(f"[{seed}]:{port}")
+        else:
+            out.append(f"{seed}:{port}")
+    return out
+
+
+def client_options(params: dict) -> dict:
+    """pymongo keyword arguments for the shared connection options (see _args.py), named as pymongo names them."""
+    opts: dict = {
+        "serverSelectionTimeoutMS": int(float(params.get("server_selection_timeout") or 10) * 1000),
+        "connectTimeoutMS": 5000,
+        "tz_aware": False,
+        "appname": "stateserver.ha",
+    }
+    if params.get("login_user"):
+        opts["username"] = params["login_user"]
+        opts["password"] = params.get("login_password")
+        opts["authSource"] = params.get("login_database") or "admin"
+    if params.get("tls"):
+        opts["tls"] = True
+        if params.get("tls_ca_file"):
+            opts["tlsCAFile"] = params["tls_ca_file"]
+        if params.get("tls_certificate_key_file"):
+            opts["tlsCertificateKeyFile"] = params["tls_certificate_key_file"]
+        if params.get("tls_certificate_key_file_password"):
+            opts["tlsCertificateKeyFilePassword"] = params["tls_certificate_key_file_password"]
+        if params.get("tls_allow_invalid_certificates"):
+            opts["tlsAllowInvalidCertificates"] = True
+    return opts
+
+
+def _utcnow() -> datetime.datetime:
+    # Naive UTC, the same kind of datetime pymongo returns with tz_aware=False.
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # noqa: UP017 (targets may run 3.8+)
+
+
+def _code(exc: Exception) -> int | None:
+    return getattr(exc, "code", None)
+
+
+def _is_state_change(exc: Exception) -> bool:
+    return isinstance(exc, AutoReconnect) or (isinstance(exc, OperationFailure) and _code(exc) in _STATE_CHANGE_CODES)
+
+
+def record_to_doc(record: MachineRecord) -> dict:
+    return {
+        "_id": record.name,
+        "mongo_address": record.mongo_address,
+        "api_address": record.api_address,
+        "wants_vote": bool(record.wants_vote),
+    }
+
+
+def record_from_doc(doc: dict) -> MachineRecord:
+    return MachineRecord(
+        name=str(doc["_id"]),
+        mongo_address=str(doc.get("mongo_address") or ""),
+        api_address=str(doc.get("api_address") or ""),
+        wants_vote=bool(doc.get("wants_vote", True)),
+    )
+
+
+def same_members(a: dict | None, b: dict | None) -> bool:
+    """Whether two configs have the same member documents (the parts a reconfig sets)."""
+    def key(config: dict | None) -> list:
+        members = (config or {}).get("members") or []
+        return sorted(
+            (m["_id"], m["host"], int(m.get("votes", 1)), float(m.get("priority", 1.0)),
+             bool(m.get("hidden", False)), tuple(sorted((m.get("tags") or {}).items())))
+            for m in members
+        )
+    return key(a) == key(b)
+
+
+class ReplSet:
+    """A connection to the replica set through its seeds. Use as a context manager so the client is closed."""
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+        self.seeds = seed_list(params.get("seeds") or ["localhost"], int(params.get("port") or 37017))
+        self.set_name = params.get("replica_set") or "stateserver"
+        self.options = client_options(params)
+        self._client = None
+        self.initiated: bool | None = None
+
+    # -- connection -------------------------------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _direct(self, seed: str, timeout_ms: int = 3000):
+        opts = dict(self.options)
+        opts.update(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, directConnection=True)
+        # hello needs no authentication; leaving credentials out keeps a fresh, user-less member answering.
+        for key in ("username", "password", "authSource"):
+            opts.pop(key, None)
+        return MongoClient(seed, **opts)
+
+    def probe(self) -> dict:
+        """hello from every seed, directly: {seed: hello document or the error text}. Finds uninitiated members."""
+        answers: dict = {}
+        for seed in self.seeds:
+            try:
+                with self._direct(seed) as client:
+                    answers[seed] = client.admin.command("hello")
+            except PyMongoError as exc:
+                answers[seed] = str(exc)
+        return answers
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = MongoClient(self.seeds, replicaSet=self.set_name, **self.options)
+        return self._client
+
+    def discover(self) -> bool:
+        """Whether the replica set exists. False when every seed that answers is a member that was never initiated.
+
+        Raises ReplSetError when no seed answers, or when the seeds belong to another replica set.
+        """
+        answers = self.probe()
+        hellos = {seed: a for seed, a in answers.items() if isinstance(a, dict)}
+        if not hellos:
+            errors = "; ".join(f"{seed}: {error}" for seed, error in answers.items())
+            raise ReplSetError(
+                f"cannot reach any seed of replica set {self.set_name!r} ({', '.join(self.seeds)}): {errors}; "
+                "check that mongod runs there and that the seeds and port are right")
+        names = {h.get("setName") for h in hellos.values() if h.get("setName")}
+        foreign = names - {self.set_name}
+        if foreign:
+            raise ReplSetError(f"the seeds belong to replica set {', '.join(sorted(foreign))}, not {self.set_name!r}; "
+                               "set replica_set to the right name")
+        self.initiated = bool(names)
+        return self.initiated
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def _admin(self, command: str, **kwargs) -> dict:
+        try:
+            return self.client.admin.command(command, read_preference=ReadPreference.PRIMARY_PREFERRED, **kwargs)
+        except OperationFailure as exc:
+            if _code(exc) in _NOT_INITIATED_CODES:
+                raise
+            raise ReplSetError(f"{command} failed: {exc}") from exc
+        except ConnectionFailure as exc:
+            raise TransientError(f"{command} failed: cannot reach a member of {self.set_name!r}: {exc}") from exc
+
+    def read_view(self) -> ReplSetView:
+        """Config and status of the set, or a view with config None when the set was never initiated."""
+        if self.initiated is None:
+            self.discover()
+        if not self.initiated:
+            return ReplSetView(config=None, status=None, now=_utcnow())
+        try:
+            config = self._admin("replSetGetConfig")["config"]
+            status = self._admin("replSetGetStatus")
+        except OperationFailure as exc:
+            if _code(exc) in _NOT_INITIATED_CODES:
+                return ReplSetView(config=None, status=None, now=_utcnow())
+            raise ReplSetError(str(exc)) from exc
+        now = status.get("date") if isinstance(status.get("date"), datetime.datetime) else _utcnow()
+        return ReplSetView(config=config, status=status, now=now)
+
+    def _records(self, write: bool = False):
+        db = self.client.get_database(RECORDS_DATABASE)
+        if write:
+            return db.get_collection(RECORDS_COLLECTION, write_concern=WriteConcern(w="majority", wtimeout=30000))
+        # Read from the primary when there is one; without one, still show what a member knows (for messages).
+        return db.get_collection(RECORDS_COLLECTION, read_preference=ReadPreference.PRIMARY_PREFERRED)
+
+    def read_records(self) -> list[MachineRecord]:
+        """The machine records, sorted by name ([] before the set exists)."""
+        if self.initiated is None:
+            self.discover()
+        if not self.initiated:
+            return []
+        try:
+            return [record_from_doc(d) for d in self._records().find({}).sort("_id", 1)]
+        except ConnectionFailure as exc:
+            raise TransientError(f"cannot read the machine records: {exc}") from exc
+        except PyMongoError as exc:
+            raise ReplSetError(f"cannot read the machine records {RECORDS_DATABASE}.{RECORDS_COLLECTION}: {exc}") from exc
+
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def write_records(self, before: list[MachineRecord], after: list[MachineRecord]) -> list[str]:
+        """Make the records equal `after` (majority write concern). Returns the names written or deleted."""
+        old = {r.name: r for r in before}
+        new = {r.name: r for r in after}
+        coll = self._records(write=True)
+        touched = []
+        try:
+            for name in sorted(new):
+                if old.get(name) == new[name]:
+                    continue
+                doc = record_to_doc(new[name])
+                doc.pop("_id")
+                coll.update_one({"_id": name}, {"$set": doc, "$setOnInsert": {"created": _utcnow()}}, upsert=True)
+                touched.append(name)
+            for name in sorted(set(old) - set(new)):
+                coll.delete_one({"_id": name})
+                touched.append(name)
+        except PyMongoError as exc:
+            error = ReplSetError(
+                f"writing the machine records with majority write concern failed after {touched or 'no record'}: "
+                f"{exc}; re-run to continue (the records are re-read, nothing is lost)")
+            error.written = touched
+            raise error from exc
+        return touched
+
+    def reconfig(self, config: dict) -> bool:
+        """Send one replSetReconfig. True when the new config is verifiably installed on the primary.
+
+        A connection drop or a primary change while the command runs leaves its outcome unknown: the config is
+        re-read and compared, never sent again blindly. A refusal that clears by itself raises TransientError.
+        """
+        try:
+            self.client.admin.command("replSetReconfig", config, maxTimeMS=60000)
+            return True
+        except OperationFailure as exc:
+            if _is_state_change(exc):
+                return self._verify(config)
+            if _code(exc) in _TRANSIENT_RECONFIG_CODES or _code(exc) == 50:  # 50: MaxTimeMSExpired
+                raise TransientError(f"replSetReconfig to version {config.get('version')} was refused for now: {exc}") from exc
+            raise ReplSetError(f"replSetReconfig to version {config.get('version')} was rejected by the server: {exc}") from exc
+        except ConnectionFailure:
+            return self._verify(config)
+
+    def _verify(self, config: dict) -> bool:
+        try:
+            current = self._admin("replSetGetConfig")["config"]
+        except ReplSetError:
+            return False
+        return int(current.get("version", 0)) >= int(config.get("version", 0)) and same_members(current, config)
+
+    def step_down(self, seconds: int = 60) -> None:
+        """Ask the primary to step down. Its connections drop when it obeys, so a drop means it did."""
+        try:
+            self.client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=min(10, seconds))
+        except ConnectionFailure:
+            return
+        except OperationFailure as exc:
+            if _is_state_change(exc):
+                return
+            # 262 ExceededTimeLimit / 189: no electable secondary caught up in time; the loop retries later.
+            raise TransientError(f"replSetStepDown failed: {exc}") from exc

@@ -1,0 +1,22 @@
+"""Fixtures: replica-set clusters on loopback (127.20.0.0/16), every process stopped by PID after each test."""
+
+from __future__ import annotations
+
+import pytest
+from cluster import Cluster
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    clusters: list[Cluster] = []
+
+    def make(size: int, start: int | None = None) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", size, start)
+        clusters.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.stop()
