@@ -1,0 +1,91 @@
+"""default: 1 -> 3 state machines. Runs on every host (testinfra) and reads the set through pymongo."""
+
+import socket
+
+import hatest
+import pytest
+import yaml
+
+EXPECTED = ["m1", "m2", "m3"]
+
+
+def test_config_file_names_the_set_port_bind_addresses_and_security(host):
+    conf = yaml.safe_load(host.file("/etc/mongod.conf").content_string)
+    me = hatest.address(host.backend.get_hostname())
+    assert conf["replication"]["replSetName"] == "stateserver"
+    assert conf["net"]["port"] == 37017
+    assert conf["net"]["bindIp"].split(",") == [me, "127.0.0.1"]
+    assert conf["security"]["authorization"] == "enabled"
+    assert conf["security"]["keyFile"] == "/etc/mongod.keyfile"
+
+
+def test_keyfile_is_readable_by_the_service_user_only(host):
+    keyfile = host.file("/etc/mongod.keyfile")
+    assert keyfile.user == "mongodb"
+    assert keyfile.mode == 0o400
+    assert keyfile.content_string.strip() == hatest.keyfile()
+
+
+def test_mongod_service_is_enabled_and_running_under_systemd(host):
+    service = host.service("mongod")
+    assert service.is_running
+    assert service.is_enabled
+    assert host.process.get(comm="systemd", pid=1)
+
+
+def test_mongod_listens_on_the_host_address_not_everywhere(host):
+    me = hatest.address(host.backend.get_hostname())
+    assert host.socket(f"tcp://{me}:37017").is_listening
+    assert not host.socket("tcp://0.0.0.0:37017").is_listening
+    with socket.create_connection((me, 37017), timeout=5):
+        pass
+
+
+def test_replica_set_has_three_tagged_voting_members():
+    config = hatest.replset_config()
+    assert config["_id"] == "stateserver"
+    assert hatest.voters(config) == EXPECTED
+    for member in config["members"]:
+        assert member["host"] == f"{hatest.address(hatest.machine_of(member))}:37017"
+
+
+def test_exactly_one_primary_and_two_secondaries():
+    status = hatest.healthy_voters(3)
+    assert len(hatest.primaries(status)) == 1
+    assert sorted(m["stateStr"] for m in status["members"]) == ["PRIMARY", "SECONDARY", "SECONDARY"]
+
+
+def test_every_machine_has_a_record_that_wants_a_vote():
+    with hatest.client() as c:
+        records = {r["_id"]: r for r in c.stateserver.machines.find()}
+    assert sorted(records) == EXPECTED
+    for name, record in records.items():
+        assert record["wants_vote"] is True
+        assert record["mongo_address"] == f"{hatest.address(name)}:37017"
+
+
+def test_api_server_answers_ready_on_every_machine():
+    if not hatest.api_role_exists():
+        pytest.skip("the collection has no api_server role yet")
+    token = hatest.api_token()
+    for name in EXPECTED:
+        hatest.wait_until(lambda name=name: hatest.api(name, "GET", "/v1/ready", token).status_code == 200,
+                          60, f"the API on {name} to answer ready")
+
+
+def test_a_config_change_restarts_members_one_at_a_time_primary_last():
+    status = hatest.healthy_voters(3)
+    old_primary = hatest.machine_of_host(hatest.primaries(status)[0])
+    before = {name: hatest.main_pid_start_us(name) for name in EXPECTED}
+
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=3", "-e", "mongod_limit_nofile=8000")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+    after = {name: hatest.main_pid_start_us(name) for name in EXPECTED}
+    assert all(after[name] > before[name] for name in EXPECTED), (before, after)
+    # The primary was restarted last, after a step-down: someone else leads now.
+    assert max(after, key=after.get) == old_primary
+    status = hatest.healthy_voters(3)
+    assert hatest.machine_of_host(hatest.primaries(status)[0]) != old_primary
+    for name in EXPECTED:
+        assert "LimitNOFILE=8000" in hatest.ssh(name, "cat /etc/systemd/system/mongod.service")

@@ -1,0 +1,62 @@
+"""scale: 3 -> 5 -> 7; then n=3 changes nothing; n=4 and n=9 fail clearly and change nothing.
+
+The tests run in file order and build on each other (one set, grown step by step).
+"""
+
+import hatest
+
+MACHINES = [f"m{i}" for i in range(1, 8)]
+
+
+def converge(n):
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", f"n={n}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc
+
+
+def snapshot():
+    """What must not change: the config version, the voters and the machine records."""
+    config = hatest.replset_config()
+    with hatest.client() as c:
+        records = sorted((r["_id"], r["wants_vote"]) for r in c.stateserver.machines.find())
+    return config["version"], hatest.voters(config), records
+
+
+def test_converge_made_three_voters():
+    hatest.healthy_voters(3)
+    assert hatest.voters(hatest.replset_config()) == MACHINES[:3]
+
+
+def test_grow_to_five():
+    converge(5)
+    hatest.healthy_voters(5)
+    assert hatest.voters(hatest.replset_config()) == MACHINES[:5]
+
+
+def test_grow_to_seven():
+    converge(7)
+    status = hatest.healthy_voters(7)
+    assert hatest.voters(hatest.replset_config()) == MACHINES
+    assert len(hatest.primaries(status)) == 1
+
+
+def test_asking_for_three_never_shrinks():
+    before = snapshot()
+    converge(3)
+    assert snapshot() == before
+
+
+def test_even_n_fails_clearly_and_changes_nothing():
+    before = snapshot()
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=4")
+    assert proc.returncode != 0
+    assert "n must be 3, 5 or 7" in proc.stdout + proc.stderr
+    assert snapshot() == before
+
+
+def test_n_above_seven_fails_clearly_and_changes_nothing():
+    before = snapshot()
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=9")
+    assert proc.returncode != 0
+    assert "n must be 3, 5 or 7" in proc.stdout + proc.stderr
+    assert snapshot() == before

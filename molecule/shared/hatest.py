@@ -1,0 +1,154 @@
+"""Helpers for the scenarios' testinfra tests: read the real replica set through pymongo, run the playbooks.
+
+Imported by each scenario's tests/conftest.py. Everything is read back from the system (replica set config and
+status, machine records, files on the hosts), never from Ansible's output alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient, ReadPreference
+
+ROOT = Path(__file__).resolve().parents[2]
+EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+PORT = 37017
+PLAYBOOK_TIMEOUT = 900
+
+
+def hosts() -> list[dict[str, Any]]:
+    """The scenario's hosts as lab/labhosts.py recorded them (name, ip, ...)."""
+    return json.loads((EPHEMERAL / "hosts" / "hosts.json").read_text())["hosts"]
+
+
+def address(name: str) -> str:
+    return next(h["ip"] for h in hosts() if h["name"] == name)
+
+
+def admin_password() -> str:
+    return (EPHEMERAL / "secrets" / "admin-password").read_text().strip()
+
+
+def keyfile() -> str:
+    return (EPHEMERAL / "secrets" / "keyfile").read_text().strip()
+
+
+def client(**kwargs: Any) -> MongoClient:
+    """An authenticated client of the whole set, found through every scenario host."""
+    seeds = [f"{h['ip']}:{PORT}" for h in hosts()]
+    options: dict[str, Any] = {
+        "replicaSet": "stateserver", "username": "admin", "password": admin_password(), "authSource": "admin",
+        "serverSelectionTimeoutMS": 15000, "read_preference": ReadPreference.PRIMARY_PREFERRED,
+    }
+    options.update(kwargs)
+    return MongoClient(seeds, **options)
+
+
+def replset_config() -> dict[str, Any]:
+    with client() as c:
+        return c.admin.command("replSetGetConfig")["config"]
+
+
+def replset_status() -> dict[str, Any]:
+    with client() as c:
+        return c.admin.command("replSetGetStatus")
+
+
+def machine_of(member: dict[str, Any]) -> str | None:
+    return member.get("tags", {}).get("stateserver-machine")
+
+
+def voters(config: dict[str, Any]) -> list[str]:
+    return sorted(machine_of(m) or m["host"] for m in config["members"] if m.get("votes", 1))
+
+
+def primaries(status: dict[str, Any]) -> list[str]:
+    return [m["name"] for m in status["members"] if m["stateStr"] == "PRIMARY"]
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll until predicate() is truthy; errors count as 'not yet'. Fails with what was awaited and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - the set may be electing; keep polling until the deadline
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def healthy_voters(count: int, timeout: float = 120) -> dict[str, Any]:
+    """Wait until the set has count voters, all PRIMARY/SECONDARY with exactly one primary; return the status."""
+    def ok() -> dict[str, Any] | None:
+        config, status = replset_config(), replset_status()
+        vote_hosts = {m["host"] for m in config["members"] if m.get("votes", 1)}
+        states = {m["name"]: m["stateStr"] for m in status["members"]}
+        healthy = all(states.get(h) in ("PRIMARY", "SECONDARY") for h in vote_hosts)
+        return status if len(vote_hosts) == count and healthy and len(primaries(status)) == 1 else None
+    return wait_until(ok, timeout, f"{count} healthy voters and one primary")
+
+
+def run_playbook(playbook: str, *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of this collection against the scenario's inventory, as a user would."""
+    env = dict(os.environ, ANSIBLE_PIPELINING="True", ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / playbook), *args]
+    proc = subprocess.run(cmd, check=False, env=env, text=True, capture_output=True, timeout=PLAYBOOK_TIMEOUT,
+                          cwd=ROOT)
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def labhosts(*args: str) -> None:
+    """Power scenario hosts off or on (lab/labhosts.py stop|start NAME...)."""
+    subprocess.run([sys.executable, str(ROOT / "lab" / "labhosts.py"), *args, "--state", str(EPHEMERAL / "hosts")],
+                   check=True, timeout=180)
+
+
+def ssh(name: str, command: str) -> str:
+    """Run a shell command on a scenario host as root over SSH and return its output."""
+    key = EPHEMERAL / "hosts" / "id_ed25519"
+    proc = subprocess.run(
+        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{address(name)}", command],
+        check=True, text=True, capture_output=True, timeout=60)
+    return proc.stdout
+
+
+def main_pid_start_us(name: str) -> int:
+    """When mongod's current process started on that host, in µs of CLOCK_MONOTONIC, which every host shares
+    (they are containers on one kernel), so the values order restarts across hosts."""
+    return int(ssh(name, "systemctl show -p ExecMainStartTimestampMonotonic --value mongod").strip())
+
+
+def machine_of_host(host: str) -> str | None:
+    """The machine a member host:port belongs to, by its tag."""
+    return next((machine_of(m) for m in replset_config()["members"] if m["host"] == host), None)
+
+
+def api_token() -> str:
+    return (EPHEMERAL / "secrets" / "api-token").read_text().strip()
+
+
+def api_role_exists() -> bool:
+    return (ROOT / "roles" / "api_server" / "tasks" / "main.yml").exists()
+
+
+def api(name: str, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+    """One HTTP request to a machine's API server (httpx response)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, f"http://{address(name)}:17070{path}", headers=headers, timeout=15, **kwargs)
