@@ -25,7 +25,7 @@ def settle(toy: ToySet, machines, limit: int = 40) -> list:
     """Run the planner the way the convergence loop does: one step, new status, plan again; members sync when
     nothing is left to do now. Every reconfig is checked against MongoDB's rules and the primary's vote."""
     done = []
-    for _ in range(limit):
+    for _attempt in range(limit):
         steps = plan_steps(toy.view(), machines, assume_ready=False)
         if not steps:
             toy.sync()

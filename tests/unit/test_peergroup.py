@@ -22,7 +22,7 @@ from fixtures import DOWN, PRIMARY, STARTUP2, ToySet, addr, config, member, rec,
 def reach_now(cfg, states, machines):
     """Apply every step that is valid without waiting for any member to become ready; return the final config."""
     toy = ToySet(cfg, states)
-    for _ in range(50):
+    for _attempt in range(50):
         steps = plan_steps(toy.view(), machines, assume_ready=False)
         if not steps:
             return toy.cfg
@@ -133,7 +133,7 @@ def test_lone_primary_hands_over_through_two_voters():
     toy = ToySet(cfg, {0: PRIMARY, 1: 2})
     machines = [rec("a", 0, False), rec("b", 1)]
     seen = []
-    for _ in range(10):
+    for _attempt in range(10):
         steps = plan_steps(toy.view(), machines, assume_ready=False)
         if not steps:
             break
@@ -220,7 +220,7 @@ def test_worker_scenario_sets_and_updates_members():
     machines = [rec("a", 0), rec("b", 1), rec("c", 2)]
 
     def settle(machines):
-        for _ in range(30):
+        for _attempt in range(30):
             steps = plan_steps(toy.view(), machines, assume_ready=False)
             if not steps:
                 toy.sync()

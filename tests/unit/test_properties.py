@@ -117,7 +117,7 @@ def test_the_convergence_loop_keeps_the_primary_voting(scenario):
     is primary at each moment keeps its vote, and every wanted, reachable machine ends up where the goal says."""
     cfg, states, records, _primary, down = scenario
     toy = ToySet(cfg, states)
-    for _ in range(60):
+    for _attempt in range(60):
         steps = plan_steps(toy.view(), records, assume_ready=False)
         if not steps:
             toy.sync()

@@ -92,7 +92,8 @@ def cmd_bootstrap(args, password):
                 return {
                     "failed": True,
                     "msg": "cannot log in as {!r} and cannot create it through the localhost exception ({}); "
-                    "users already exist, so the admin password given does not match the deployed one".format(args.user, exc.details.get("errmsg") if exc.details else exc),
+                    "users already exist, so the admin password given does not match the deployed one".format(
+                        args.user, exc.details.get("errmsg") if exc.details else exc),
                 }
         changed = True
     return {"changed": changed}
