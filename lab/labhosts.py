@@ -6,7 +6,7 @@ route to anything but its peers and the controller. Its root is an overlay of on
 (debootstrap) and a per-host upper directory, so a stopped host keeps its files and starts again like a
 rebooted machine. Everything made is recorded in STATE/hosts.json and removed by `down` by those records.
 
-    labhosts.py up    --state DIR --prefix P --subnet 10.177.0 --count 7 [--wheels]
+    labhosts.py up    --state DIR --prefix P --subnet 10.177.0 (--count 7 | --names m1,m2,u1) [--wheels]
     labhosts.py stop  --state DIR NAME...       (power off: kill the machine, keep its disk)
     labhosts.py start --state DIR NAME...
     labhosts.py down  --state DIR
@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -261,22 +262,33 @@ def stop_host(host: dict, timeout: float = 20.0) -> None:
 
 
 def write_inventory(state: Path, data: dict, key: Path) -> Path:
-    lines = ["---", "all:", "  children:", "    state_machines:", "      hosts:"]
-    for h in data["hosts"]:
-        lines += [f"        {h['name']}:", f"          ansible_host: {h['ip']}"]
-    lines += [
-        "      vars:",
-        "        ansible_user: root",
-        f"        ansible_ssh_private_key_file: {key}",
-        ("        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-        "-o LogLevel=ERROR"),
-        "        ansible_python_interpreter: /usr/bin/python3",
-        "        mongod_install_method: simulator",
-        f"        mongod_simulator_wheel_dir: {state / 'wheels' / 'mongosim'}",
-        f"        api_server_wheel_dir: {state / 'wheels' / 'api'}",
-        # The machine's hard open-files limit is far below MongoDB's recommended 64000.
-        "        mongod_limit_nofile: 8192",
+    """Group state_machines (the pool of state machine hosts) and, when there are unit hosts, group units."""
+    group_vars = {
+        "state_machines": [
+            "        mongod_install_method: simulator",
+            f"        mongod_simulator_wheel_dir: {state / 'wheels' / 'mongosim'}",
+            f"        api_server_wheel_dir: {state / 'wheels' / 'api'}",
+            # The machine's hard open-files limit is far below MongoDB's recommended 64000.
+            "        mongod_limit_nofile: 8192",
+        ],
+        "units": [f"        unit_wheel_dir: {state / 'wheels' / 'api'}"],
+    }
+    lines = [
+        "---", "all:", "  vars:",
+        "    ansible_user: root",
+        f"    ansible_ssh_private_key_file: {key}",
+        "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "    ansible_python_interpreter: /usr/bin/python3",
+        "  children:",
     ]
+    for group, gvars in group_vars.items():
+        members = [h for h in data["hosts"] if h.get("group", "state_machines") == group]
+        if not members:
+            continue
+        lines += [f"    {group}:", "      hosts:"]
+        for h in members:
+            lines += [f"        {h['name']}:", f"          ansible_host: {h['ip']}"]
+        lines += ["      vars:", *gvars]
     path = state / "inventory.yml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -300,10 +312,17 @@ def cmd_up(args: argparse.Namespace) -> None:
     if data["prefix"] != args.prefix or data["subnet"] != args.subnet:
         raise SystemExit(f"lab: {state} already holds hosts {data['prefix']} on {data['subnet']}.0/24; "
                          "take them down first")
-    for i in range(len(data["hosts"]) + 1, args.count + 1):
-        name = f"{args.name}{i}"
+    names = args.names.split(",") if args.names else [f"{args.name}{i}" for i in range(1, args.count + 1)]
+    units = [f"unit{i}" for i in range(1, args.units + 1)]
+    names += units
+    bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9-]{0,11}", n)]
+    if bad or len(set(names)) != len(names) or not 0 < len(names) < 240:
+        raise SystemExit(f"lab: host names must be distinct, 1-12 of [a-z0-9-] starting with a letter: {names}")
+    for i in range(len(data["hosts"]) + 1, len(names) + 1):
+        name = names[i - 1]
         data["hosts"].append({"name": name, "ip": f"{args.subnet}.{10 + i}", "netns": f"{args.prefix}-{name}",
-                              "veth": f"{args.prefix}-v{i}", "dir": str(state / "hosts" / name), "pid": None})
+                              "veth": f"{args.prefix}-v{i}", "dir": str(state / "hosts" / name), "pid": None,
+                              "group": "units" if name in units else "state_machines"})
     save(state, data)
     key = ensure_controller_key(state)
     pubkey = (state / "id_ed25519.pub").read_text()
@@ -370,7 +389,10 @@ def main() -> None:
     up = sub.add_parser("up")
     up.add_argument("--prefix", required=True, help="prefix of namespace and link names (short)")
     up.add_argument("--subnet", required=True, help="first three octets, e.g. 10.177.0")
-    up.add_argument("--count", type=int, required=True)
+    how_many = up.add_mutually_exclusive_group(required=True)
+    how_many.add_argument("--count", type=int, help="start COUNT hosts named NAME1..NAMEn")
+    how_many.add_argument("--names", help="start one host per comma-separated name (molecule's platform names)")
+    up.add_argument("--units", type=int, default=0, help="also start unit hosts unit1..unitN (inventory group units)")
     up.add_argument("--name", default="sm", help="host names are NAME1..NAMEn")
     up.add_argument("--wheels", action="store_true", help="build the simulator wheels into STATE/wheels")
     up.add_argument("--instance-config", type=Path, help="also write molecule's instance config here")

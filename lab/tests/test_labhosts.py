@@ -35,7 +35,7 @@ def ssh(state: Path, ip: str, command: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("labhosts") / "state"
-    labhosts(state, "up", f"--prefix={PREFIX}", f"--subnet={SUBNET}", "--count=2", "--name=t")
+    labhosts(state, "up", f"--prefix={PREFIX}", f"--subnet={SUBNET}", "--count=2", "--name=t", "--units=1")
     try:
         yield state
     finally:
@@ -43,7 +43,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_hosts_boot_systemd_and_answer_ssh_with_their_own_name_and_address(lab: Path) -> None:
-    for name, ip in (("t1", f"{SUBNET}.11"), ("t2", f"{SUBNET}.12")):
+    for name, ip in (("t1", f"{SUBNET}.11"), ("t2", f"{SUBNET}.12"), ("unit1", f"{SUBNET}.13")):
         out = ssh(lab, ip, "hostname; readlink /proc/1/exe; systemctl is-system-running --wait; ip -4 -o addr show eth0")
         assert out.returncode == 0, out.stderr
         lines = out.stdout.split("\n")
@@ -51,6 +51,20 @@ def test_hosts_boot_systemd_and_answer_ssh_with_their_own_name_and_address(lab: 
         assert lines[1].endswith("systemd")
         assert lines[2] in ("running", "degraded")
         assert f"inet {ip}/24" in lines[3]
+
+
+def test_inventory_puts_state_machine_hosts_and_unit_hosts_in_their_groups(lab: Path) -> None:
+    # Parsed by Ansible itself, as the playbooks will see it.
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(lab / "inventory.yml"),
+                          "--list"], text=True, capture_output=True, check=True, timeout=60)
+    inventory = json.loads(out.stdout)
+    assert sorted(inventory["state_machines"]["hosts"]) == ["t1", "t2"]
+    assert inventory["units"]["hosts"] == ["unit1"]
+    hostvars = inventory["_meta"]["hostvars"]
+    assert hostvars["unit1"]["ansible_host"] == f"{SUBNET}.13"
+    assert "unit_wheel_dir" in hostvars["unit1"] and "mongod_install_method" not in hostvars["unit1"]
+    assert hostvars["t2"]["mongod_install_method"] == "simulator"
+    assert all(hostvars[h]["ansible_user"] == "root" for h in ("t1", "t2", "unit1"))
 
 
 def test_network_leads_only_to_peers_and_controller(lab: Path) -> None:
@@ -78,8 +92,9 @@ def test_filesystems_are_separate_and_survive_a_power_cycle(lab: Path) -> None:
 
 def test_down_removes_processes_namespaces_mounts_and_bridge(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    labhosts(state, "up", "--prefix=sslu", "--subnet=10.178.10", "--count=1", "--name=u")
+    labhosts(state, "up", "--prefix=sslu", "--subnet=10.178.10", "--names=solo")
     record = json.loads((state / "hosts.json").read_text())["hosts"][0]
+    assert record["name"] == "solo"
     labhosts(state, "down")
     assert not Path(f"/proc/{record['pid']}").exists() or b"systemd-nspawn" not in Path(
         f"/proc/{record['pid']}/cmdline").read_bytes()

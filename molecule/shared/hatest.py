@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -117,14 +118,35 @@ def labhosts(*args: str) -> None:
                    check=True, timeout=180)
 
 
-def ssh(name: str, command: str) -> str:
-    """Run a shell command on a scenario host as root over SSH and return its output."""
+def ssh_run(name: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a shell command on a scenario host as root over SSH; the completed process, whatever its exit code."""
     key = EPHEMERAL / "hosts" / "id_ed25519"
-    proc = subprocess.run(
+    return subprocess.run(
         ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
          "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{address(name)}", command],
-        check=True, text=True, capture_output=True, timeout=60)
+        check=False, text=True, capture_output=True, timeout=timeout)
+
+
+def ssh(name: str, command: str) -> str:
+    """Run a shell command on a scenario host as root over SSH and return its output; fail on a non-zero exit."""
+    proc = ssh_run(name, command)
+    if proc.returncode != 0:
+        raise AssertionError(f"{command!r} on {name} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc.stdout
+
+
+def unit_client(name: str, *args: str) -> tuple[int, Any]:
+    """Run stateserver-client on a unit host as its software would: (exit code, parsed JSON output or stderr)."""
+    proc = ssh_run(name, "stateserver-client " + " ".join(shlex.quote(a) for a in args), timeout=120)
+    return proc.returncode, json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr
+
+
+UNIT_CACHE = "/var/lib/stateserver-client/addresses.json"
+
+
+def unit_cache(name: str) -> dict[str, Any]:
+    """The unit client's address cache on a unit host (the address that worked last, the published list)."""
+    return json.loads(ssh(name, f"cat {UNIT_CACHE}"))
 
 
 def main_pid_start_us(name: str) -> int:
@@ -140,10 +162,6 @@ def machine_of_host(host: str) -> str | None:
 
 def api_token() -> str:
     return (EPHEMERAL / "secrets" / "api-token").read_text().strip()
-
-
-def api_role_exists() -> bool:
-    return (ROOT / "roles" / "api_server" / "tasks" / "main.yml").exists()
 
 
 def api(name: str, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:

@@ -6,7 +6,6 @@ Processes come from mongosim.testing (the simulator, or $MONGOD_BIN when set), w
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from mongosim import testing
@@ -18,21 +17,6 @@ SET_NAME = "stateserver"
 PORT = 37017
 # Fast elections and heartbeats keep the suite short; the modules do not depend on these values.
 SETTINGS = {"electionTimeoutMillis": 1000, "heartbeatIntervalMillis": 200}
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll until predicate() is truthy; fail the test naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except PyMongoError as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
 class Cluster:
@@ -72,13 +56,17 @@ class Cluster:
     def client(self) -> MongoClient:
         return MongoClient(self.addresses, replicaSet=SET_NAME, serverSelectionTimeoutMS=10000)
 
+    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str):
+        """Poll until predicate() is truthy (driver errors count as "not yet"); TimeoutError naming `what`."""
+        return self.sim.wait_for(predicate, timeout, interval=0.2, what=what)
+
     def initiate(self, index: int) -> None:
         """What the mongod role does on the bootstrap machine: a one-member set tagged with its machine name."""
         config = {"_id": SET_NAME, "version": 1, "settings": dict(SETTINGS),
                   "members": [{"_id": 0, "host": self.addresses[index], "tags": {MACHINE_TAG: self.names[index]}}]}
         with self.direct(index) as c:
             c.admin.command("replSetInitiate", config)
-        wait_for(lambda: self.primary_name() == self.names[index], 30, f"{self.names[index]} to become primary")
+        self.wait_for(lambda: self.primary_name() == self.names[index], 30, f"{self.names[index]} to become primary")
 
     def is_uninitiated(self, index: int) -> bool:
         with self.direct(index) as c:
@@ -93,7 +81,7 @@ class Cluster:
                 status = c.admin.command("replSetGetStatus")
                 records = list(c.stateserver.machines.find({}, {"created": 0}).sort("_id", 1))
             return config, status, records
-        return wait_for(once, 30, "the replica set to answer")
+        return self.wait_for(once, 30, "the replica set to answer")
 
     def primary_name(self) -> str | None:
         with self.client() as c:

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from cluster import MACHINE_TAG, Cluster, wait_for
+from cluster import MACHINE_TAG, Cluster
 from playbook import run_tasks
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -223,14 +223,14 @@ def test_dead_voter_is_replaced_from_the_pool_while_writes_continue(tmp_path, cl
     victim = next(name for name in cluster.names[:3] if name != primary)
     down_after = 3
     with Writer(cluster) as writer:
-        wait_for(lambda: len(writer.acked) >= 5, 30, "the writer's first acknowledged writes")
+        cluster.wait_for(lambda: len(writer.acked) >= 5, 30, "the writer's first acknowledged writes")
         cluster.kill(cluster.names.index(victim))
-        wait_for(lambda: cluster.member_down_for(victim) > down_after + 1, 60, f"{victim} to be seen down")
+        cluster.wait_for(lambda: cluster.member_down_for(victim) > down_after + 1, 60, f"{victim} to be seen down")
         # peergroup is only told about one secondary: it must find the primary itself.
         secondary = next(a for name, a in zip(cluster.names, cluster.addresses) if name not in (victim, primary))
         run = run_tasks(tmp_path / "repair", [ea(cluster, 3, 4, down_after=down_after), pg(cluster, seeds=[secondary])])
         acked_during = len(writer.acked)
-        wait_for(lambda: len(writer.acked) > acked_during + 5, 30, "writes acknowledged after the repair")
+        cluster.wait_for(lambda: len(writer.acked) > acked_during + 5, 30, "writes acknowledged after the repair")
     plan, converge = run.results
     assert plan.get("failed") is not True, plan
     assert plan["demoted"] == [victim] and plan["added"] == ["sm4"]
@@ -254,7 +254,7 @@ def test_majority_loss_fails_cleanly_and_changes_nothing(tmp_path, cluster_facto
     for name in victims:
         cluster.kill(cluster.names.index(name))
     down_after = 2
-    wait_for(lambda: all(cluster.member_down_for(v, via=index) > down_after + 1 for v in victims), 60,
+    cluster.wait_for(lambda: all(cluster.member_down_for(v, via=index) > down_after + 1 for v in victims), 60,
              "both victims to be seen down")
     run = run_tasks(tmp_path / "plan", [ea(cluster, 3, 3, down_after=down_after)])
     result = run[0]

@@ -1,10 +1,13 @@
 """repair: power off the primary's machine past down_after; writes go on; ensure-ha replaces it from the spare."""
 
+import json
+import shlex
 import time
 
 import hatest
 
 DOWN_AFTER = 10  # stateserver_ha_down_after in molecule.yml
+UNIT = "u1"  # the scenario's unit host (group units)
 
 
 def primary_machine():
@@ -18,19 +21,37 @@ def test_primary_machine_down_is_replaced_by_the_spare():
     hatest.healthy_voters(3)
     assert hatest.voters(hatest.replset_config()) == ["m1", "m2", "m3"]
     victim = primary_machine()
+
+    # The unit (host u1, role stateserver.ha.unit) writes through the API, and its cache is made to hold the
+    # victim's API address as the one that worked last: the worst case for the sticky-first rule.
+    code, out = hatest.unit_client(UNIT, "put", "repair-unit", '"before"', "--version", "0")
+    assert code == 0, out
+    assert out["version"] == 1
+    cache = hatest.unit_cache(UNIT)
+    cache["last_address"] = f"{hatest.address(victim)}:17070"
+    hatest.ssh(UNIT, f"echo {shlex.quote(json.dumps(cache))} > {hatest.UNIT_CACHE}")
+
     hatest.labhosts("stop", victim)
 
-    # The two survivors elect a primary and keep taking majority writes, directly and through the API.
+    # The two survivors elect a primary and keep taking majority writes.
     def write():
         with hatest.client(w="majority", wtimeoutMS=5000) as c:
             return c.stateserver.repair_probe.insert_one({"at": time.time()}).acknowledged
     hatest.wait_until(write, 120, "a majority write after the primary's machine went down")
-    if hatest.api_role_exists():
-        survivor = next(n for n in ("m1", "m2", "m3") if n != victim)
-        body = {"value": {"during": "outage"}, "version": 0, "request_id": "repair-probe-1"}
-        hatest.wait_until(
-            lambda: hatest.api(survivor, "PUT", "/v1/kv/repair-probe", hatest.api_token(), json=body).status_code
-            == 200, 120, "an API write through a surviving machine")
+
+    # The unit's next write succeeds through a surviving API server (one request id, so a retried write that
+    # was in fact applied is not applied twice), and the unit now remembers that server, not the dead one.
+    def unit_write():
+        result = hatest.unit_client(UNIT, "put", "repair-unit", '"during"', "--version", "1",
+                                    "--request-id", "repair-unit-2")
+        return result if result[0] == 0 else None
+    code, out = hatest.wait_until(unit_write, 120, "the unit's write through a surviving API server")
+    assert out["version"] == 2
+    assert hatest.unit_cache(UNIT)["last_address"] != f"{hatest.address(victim)}:17070"
+    with hatest.client() as c:
+        stored = c.stateserver.kv.find_one({"_id": "repair-unit"})
+    assert (json.loads(stored["value_json"]), stored["version"]) == ("during", 2)
+    assert [a["id"] for a in stored["applied"]].count("repair-unit-2") == 1  # applied once, however often retried
 
     # Wait out down_after as the survivors see it, then repair.
     time.sleep(DOWN_AFTER + 5)
@@ -46,6 +67,18 @@ def test_primary_machine_down_is_replaced_by_the_spare():
     assert records["m4"] is True
     assert records[victim] is False
     assert len(hatest.primaries(status)) == 1
+
+
+def test_the_unit_learns_the_replacement_api_address():
+    # The unit's config lists m1..m4 from install time; what it learns comes from the machine records.
+    code, out = hatest.unit_client(UNIT, "addresses")
+    assert code == 0, out
+    with hatest.client() as c:
+        published = sorted(r["api_address"] for r in c.stateserver.machines.find() if r.get("api_address"))
+    assert f"{hatest.address('m4')}:17070" in published
+    assert sorted(hatest.unit_cache(UNIT)["published"]) == published
+    code, out = hatest.unit_client(UNIT, "put", "repair-unit", '"after"', "--version", "2")
+    assert code == 0, out
 
 
 def test_writes_still_succeed_after_the_repair():
