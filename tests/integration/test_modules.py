@@ -255,7 +255,7 @@ def test_majority_loss_fails_cleanly_and_changes_nothing(tmp_path, cluster_facto
         cluster.kill(cluster.names.index(name))
     down_after = 2
     cluster.wait_for(lambda: all(cluster.member_down_for(v, via=index) > down_after + 1 for v in victims), 60,
-             "both victims to be seen down")
+                     "both victims to be seen down")
     run = run_tasks(tmp_path / "plan", [ea(cluster, 3, 3, down_after=down_after)])
     result = run[0]
     assert result.get("failed") is True, result

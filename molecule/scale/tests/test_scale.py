@@ -1,4 +1,5 @@
-"""scale: 3 -> 5 -> 7; then n=3 changes nothing; n=4 and n=9 fail clearly and change nothing.
+"""scale: --check and status.yml change nothing; 3 -> 5 -> 7; then n=3 changes nothing; n=4 and n=9 fail clearly
+and change nothing.
 
 The tests run in file order and build on each other (one set, grown step by step).
 """
@@ -25,6 +26,23 @@ def snapshot():
 def test_converge_made_three_voters():
     hatest.healthy_voters(3)
     assert hatest.voters(hatest.replset_config()) == MACHINES[:3]
+
+
+def test_check_mode_prints_the_plan_and_touches_nothing():
+    before = snapshot()
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=5", "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "adding machines: m4, m5" in proc.stdout
+    assert snapshot() == before
+    for name in ("m4", "m5"):  # nothing was installed or configured on the machines the plan would add
+        assert hatest.ssh_run(name, "test -e /etc/mongod.conf || systemctl cat mongod").returncode != 0
+
+
+def test_status_playbook_reads_and_changes_nothing():
+    before = snapshot()
+    proc = hatest.run_playbook("status.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert snapshot() == before
 
 
 def test_grow_to_five():
