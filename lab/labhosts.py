@@ -35,6 +35,9 @@ IMAGE_PACKAGES = [
     "sudo", "iputils-ping", "netbase",
     # ansible.builtin.pip (used by the api_server role) imports packaging on the host.
     "python3-packaging",
+    # The binary and package install methods: apt's Python binding for ansible.builtin.apt, and pymongo for
+    # the mongod role's admin helper (the hosts have no package mirror to fetch them from).
+    "python3-apt", "python3-pymongo",
 ]
 HOST_TOOLS = {
     "debootstrap": "debootstrap", "systemd-nspawn": "systemd-container", "ssh": "openssh-client",

@@ -1,0 +1,97 @@
+"""The stand-in artifacts for the binary and package install methods have MongoDB's shapes, and the executable
+serves as a replica-set member when run by the system's python3 alone (as on a lab host).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+LAB = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(LAB))
+
+import labhosts
+import standins
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/dpkg-deb").exists(), reason="needs dpkg-deb")
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return labhosts.build_wheels(tmp_path_factory.mktemp("standins"))["mongosim"]
+
+
+def build(wheels: Path, out: Path, number: int) -> dict[str, Path]:
+    subprocess.run([sys.executable, str(LAB / "standins.py"), f"--wheels={wheels}", f"--out={out}",
+                    f"--build={number}"], check=True, capture_output=True)
+    return {"executable": out / "mongod", "tarball": out / "mongodb-standin.tgz", "deb": out / "mongodb-standin.deb"}
+
+
+def deb_field(deb: Path, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), field], check=True, text=True,
+                          capture_output=True).stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tarball_has_mongodbs_layout_and_the_deb_installs_usr_bin_mongod(wheels: Path, tmp_path: Path) -> None:
+    built = build(wheels, tmp_path, 1)
+    executable = built["executable"].read_bytes()
+    with tarfile.open(built["tarball"]) as tar:
+        member = tar.getmember(f"{standins.TOP_DIR}/bin/mongod")
+        assert member.mode == 0o755
+        assert tar.extractfile(member).read() == executable
+        assert {m.name.split("/")[0] for m in tar.getmembers()} == {standins.TOP_DIR}
+    assert deb_field(built["deb"], "Package") == standins.PACKAGE
+    assert deb_field(built["deb"], "Version") == "0.1.1"
+    listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(built["deb"])], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(listing)) as tar:
+        member = tar.getmember("./usr/bin/mongod")
+        assert (member.mode, member.uname) == (0o755, "root")
+        assert tar.extractfile(member).read() == executable
+
+
+def test_a_new_build_is_a_different_binary_and_a_newer_package(wheels: Path, tmp_path: Path) -> None:
+    first = build(wheels, tmp_path / "one", 1)
+    second = build(wheels, tmp_path / "two", 2)
+    digest = [hashlib.sha256(b["executable"].read_bytes()).hexdigest() for b in (first, second)]
+    assert digest[0] != digest[1]
+    assert subprocess.run(["dpkg", "--compare-versions", deb_field(second["deb"], "Version"), "gt",
+                           deb_field(first["deb"], "Version")], check=False).returncode == 0
+
+
+def test_executable_serves_a_one_member_set_with_the_system_python_only(wheels: Path, tmp_path: Path) -> None:
+    built = build(wheels, tmp_path / "out", 1)
+    port, dbpath = free_port(), tmp_path / "db"
+    dbpath.mkdir()
+    # No virtualenv on PATH: the host has only its own python3, as a lab host does.
+    proc = subprocess.Popen([str(built["executable"]), "--replSet", "standin", "--port", str(port), "--bind_ip",
+                             "127.0.0.1", "--dbpath", str(dbpath), "--logpath", str(tmp_path / "log")],
+                            env={"PATH": "/usr/bin:/bin"})
+    try:
+        with MongoClient("127.0.0.1", port, directConnection=True, serverSelectionTimeoutMS=20000) as c:
+            c.admin.command("replSetInitiate", {"_id": "standin", "members": [{"_id": 0,
+                                                                                "host": f"127.0.0.1:{port}"}]})
+            deadline = time.monotonic() + 30
+            while not c.admin.command("hello").get("isWritablePrimary"):
+                assert time.monotonic() < deadline, "the stand-in never became primary"
+                time.sleep(0.2)
+            c.probe.docs.insert_one({"_id": 1, "from": "stand-in"})
+            assert c.probe.docs.find_one({"_id": 1})["from"] == "stand-in"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
