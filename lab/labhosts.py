@@ -38,7 +38,11 @@ IMAGE_PACKAGES = [
     # The binary and package install methods: apt's Python binding for ansible.builtin.apt, and pymongo for
     # the mongod role's admin helper (the hosts have no package mirror to fetch them from).
     "python3-apt", "python3-pymongo",
+    # The repository install method fetches its signing key with get_url.
+    "ca-certificates",
 ]
+# Bump when the image changes in a way the package list does not show.
+IMAGE_REVISION = 2
 HOST_TOOLS = {
     "debootstrap": "debootstrap", "systemd-nspawn": "systemd-container", "ssh": "openssh-client",
     "ssh-keygen": "openssh-client", "ip": "iproute2",
@@ -84,7 +88,7 @@ def ensure_image() -> Path:
     rootfs = IMAGE_DIR / "rootfs"
     stamp = IMAGE_DIR / "packages"
     wanted = ",".join(IMAGE_PACKAGES)
-    if rootfs.is_dir() and stamp.exists() and stamp.read_text().strip() == wanted:
+    if rootfs.is_dir() and stamp.exists() and stamp.read_text().strip() == f"{wanted};{IMAGE_REVISION}":
         return rootfs
     if rootfs.is_dir() and f"lowerdir={rootfs}," in Path("/proc/mounts").read_text():
         log("the host image is out of date, but running hosts use it; rebuilt once they are down")
@@ -98,9 +102,11 @@ def ensure_image() -> Path:
     for key in (tmp / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
     (tmp / "etc" / "machine-id").write_text("")
+    # The hosts have no route to a package mirror: apt on them knows only the repositories a role adds.
+    (tmp / "etc" / "apt" / "sources.list").unlink(missing_ok=True)
     shutil.rmtree(rootfs, ignore_errors=True)
     tmp.rename(rootfs)
-    stamp.write_text(wanted + "\n")
+    stamp.write_text(f"{wanted};{IMAGE_REVISION}\n")
     return rootfs
 
 

@@ -1,5 +1,6 @@
-"""The stand-in artifacts for the binary and package install methods have MongoDB's shapes, and the executable
-serves as a replica-set member when run by the system's python3 alone (as on a lab host).
+"""The stand-in artifacts for the binary, package and repository install methods have MongoDB's shapes, the
+executable serves as a replica-set member when run by the system's python3 alone (as on a lab host), and apt
+accepts the signed repository that `serve` publishes on loopback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ sys.path.insert(0, str(LAB))
 import labhosts
 import standins
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/dpkg-deb").exists(), reason="needs dpkg-deb")
+pytestmark = pytest.mark.skipif(not all(Path(f"/usr/bin/{tool}").exists() for tool in ("dpkg-deb", "gpg", "apt-get")),
+                                reason="needs dpkg-deb, gpg and apt-get")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build(wheels: Path, out: Path, number: int) -> dict[str, Path]:
-    subprocess.run([sys.executable, str(LAB / "standins.py"), f"--wheels={wheels}", f"--out={out}",
+    subprocess.run([sys.executable, str(LAB / "standins.py"), "build", f"--wheels={wheels}", f"--out={out}",
                     f"--build={number}"], check=True, capture_output=True)
     return {"executable": out / "mongod", "tarball": out / "mongodb-standin.tgz", "deb": out / "mongodb-standin.deb"}
 
@@ -95,3 +97,32 @@ def test_executable_serves_a_one_member_set_with_the_system_python_only(wheels: 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_apt_accepts_the_signed_repository_and_sees_every_build(wheels: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(wheels, out, 1)
+    build(wheels, out, 2)
+    port = free_port()
+    subprocess.run([sys.executable, str(LAB / "standins.py"), "serve", f"--out={out}", "--address=127.0.0.1",
+                    f"--port={port}"], check=True)
+    pid = int((out / "repo-server.pid").read_text())
+    try:
+        # apt with its own state and only this source: the machine's configuration is not touched.
+        state = tmp_path / "apt"
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (state / sub).mkdir(parents=True)
+        (state / "sources.list").write_text(
+            f"deb [signed-by={out / 'repo' / 'server-7.0.asc'}] http://127.0.0.1:{port}/apt/debian "
+            f"{standins.SUITE}/mongodb-org/{standins.SERIES} {standins.COMPONENT}\n")
+        options = [f"-oDir::Etc::sourcelist={state / 'sources.list'}", "-oDir::Etc::sourceparts=-",
+                   f"-oDir::State::Lists={state / 'lists'}", f"-oDir::Cache={state / 'cache'}",
+                   "-oAPT::Sandbox::User=root"]  # the test's files belong to root, not to _apt
+        update = subprocess.run(["apt-get", *options, "update"], check=False, text=True, capture_output=True)
+        assert update.returncode == 0 and "W:" not in update.stderr, update.stdout + update.stderr
+        madison = subprocess.run(["apt-cache", *options, "madison", standins.REPO_PACKAGE], check=True, text=True,
+                                 capture_output=True).stdout
+        assert sorted(line.split("|")[1].strip() for line in madison.splitlines()) == ["0.1.1", "0.1.2"]
+    finally:
+        subprocess.run([sys.executable, str(LAB / "standins.py"), "stop", f"--out={out}"], check=True)
+    assert not Path(f"/proc/{pid}").exists()
