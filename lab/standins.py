@@ -148,9 +148,13 @@ def build_repo(executable: Path, out: Path, build: int) -> Path:
         f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} {index}\n")
     (dist / "Release").write_text(release)
     home = _signing_home(out)
-    (dist / "InRelease").write_bytes(_gpg(home, "--clearsign", "--digest-algo", "SHA256",
-                                          data=release.encode()))
-    (repo / f"server-{SERIES}.asc").write_bytes(_gpg(home, "--armor", "--export"))
+    try:
+        (dist / "InRelease").write_bytes(_gpg(home, "--clearsign", "--digest-algo", "SHA256",
+                                              data=release.encode()))
+        (repo / f"server-{SERIES}.asc").write_bytes(_gpg(home, "--armor", "--export"))
+    finally:
+        # gpg starts an agent for its key home; it must not outlive the build.
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
     return repo
 
 
