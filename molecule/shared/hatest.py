@@ -65,6 +65,19 @@ def machine_of(member: dict[str, Any]) -> str | None:
     return member.get("tags", {}).get("stateserver-machine")
 
 
+def member_down_for(name: str) -> float:
+    """Seconds since the set last heard from that machine's member, as the primary's status reports it (0 while it
+    is healthy, infinity if it never answered): the measure ensure_availability compares with down_after."""
+    status = replset_status()
+    member = next(m for m in status["members"] if m["name"] == f"{address(name)}:{PORT}")
+    if member.get("health") == 1:
+        return 0.0
+    last = member.get("lastHeartbeatRecv")
+    if last is None or last.year < 2000:
+        return float("inf")
+    return (status["date"] - last).total_seconds()
+
+
 def voters(config: dict[str, Any]) -> list[str]:
     return sorted(machine_of(m) or m["host"] for m in config["members"] if m.get("votes", 1))
 

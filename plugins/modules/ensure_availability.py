@@ -74,19 +74,17 @@ options:
     default: 60
 extends_documentation_fragment:
   - stateserver.ha.connection
+  - stateserver.ha.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Plans and reports exactly as a real run does; writes no record.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - Shows the machine records before and after.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 seealso:
   - module: stateserver.ha.peergroup

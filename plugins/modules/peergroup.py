@@ -36,20 +36,18 @@ options:
     aliases: [wait_timeout]
 extends_documentation_fragment:
   - stateserver.ha.connection
+  - stateserver.ha.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Returns the whole planned sequence of steps, assuming every new member becomes a healthy SECONDARY. Sends
         nothing and does not wait.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - Shows the member documents (id, host, votes, priority, tags) before and after.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 notes:
   - The login user needs the C(clusterManager) role (replSetReconfig, replSetStepDown) and read access to the

@@ -53,8 +53,9 @@ def test_primary_machine_down_is_replaced_by_the_spare():
     assert (json.loads(stored["value_json"]), stored["version"]) == ("during", 2)
     assert [a["id"] for a in stored["applied"]].count("repair-unit-2") == 1  # applied once, however often retried
 
-    # Wait out down_after as the survivors see it, then repair.
-    time.sleep(DOWN_AFTER + 5)
+    # Wait until the survivors have missed the victim for longer than down_after, then repair.
+    hatest.wait_until(lambda: hatest.member_down_for(victim) > DOWN_AFTER + 1, 120,
+                      f"the survivors to have missed {victim} for more than down_after")
     proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=3")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 

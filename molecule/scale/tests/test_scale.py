@@ -5,6 +5,7 @@ The tests run in file order and build on each other (one set, grown step by step
 """
 
 import hatest
+import pytest
 
 MACHINES = [f"m{i}" for i in range(1, 8)]
 
@@ -64,17 +65,10 @@ def test_asking_for_three_never_shrinks():
     assert snapshot() == before
 
 
-def test_even_n_fails_clearly_and_changes_nothing():
+@pytest.mark.parametrize("n", [4, 9], ids=["even", "above-seven"])
+def test_invalid_n_fails_clearly_and_changes_nothing(n):
     before = snapshot()
-    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=4")
-    assert proc.returncode != 0
-    assert "n must be 3, 5 or 7" in proc.stdout + proc.stderr
-    assert snapshot() == before
-
-
-def test_n_above_seven_fails_clearly_and_changes_nothing():
-    before = snapshot()
-    proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=9")
+    proc = hatest.run_playbook("ensure-ha.yml", "-e", f"n={n}")
     assert proc.returncode != 0
     assert "n must be 3, 5 or 7" in proc.stdout + proc.stderr
     assert snapshot() == before
