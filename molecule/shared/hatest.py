@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mongosim.testing import down_seconds
 from pymongo import MongoClient, ReadPreference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,16 +67,9 @@ def machine_of(member: dict[str, Any]) -> str | None:
 
 
 def member_down_for(name: str) -> float:
-    """Seconds since the set last heard from that machine's member, as the primary's status reports it (0 while it
-    is healthy, infinity if it never answered): the measure ensure_availability compares with down_after."""
-    status = replset_status()
-    member = next(m for m in status["members"] if m["name"] == f"{address(name)}:{PORT}")
-    if member.get("health") == 1:
-        return 0.0
-    last = member.get("lastHeartbeatRecv")
-    if last is None or last.year < 2000:
-        return float("inf")
-    return (status["date"] - last).total_seconds()
+    """Seconds since the set last heard from that machine's member, as the primary's status reports it: the
+    measure ensure_availability compares with down_after."""
+    return down_seconds(replset_status(), f"{address(name)}:{PORT}")
 
 
 def voters(config: dict[str, Any]) -> list[str]:

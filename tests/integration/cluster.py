@@ -101,14 +101,8 @@ class Cluster:
                     status = c.admin.command("replSetGetStatus")
             except PyMongoError:
                 continue
-            for m in status["members"]:
-                if m["name"] == address:
-                    if m.get("health") == 1:
-                        return 0.0
-                    last = m.get("lastHeartbeatRecv")
-                    if last is None or last.year < 2000:
-                        return float("inf")
-                    return (status["date"] - last).total_seconds()
+            if any(m["name"] == address for m in status["members"]):
+                return testing.down_seconds(status, address)
         return 0.0
 
     def direct_config(self, index: int) -> dict:

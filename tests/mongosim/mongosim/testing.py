@@ -39,6 +39,19 @@ def server_binary() -> str:
     return str(Path(sys.executable).parent / "mongosim")
 
 
+def down_seconds(status: dict[str, Any], host: str) -> float:
+    """Seconds since the member ``host`` last answered a heartbeat, by one replSetGetStatus document: 0 while it is
+    healthy (or not listed), infinity if it never answered."""
+    for member in status["members"]:
+        if member["name"] != host or member.get("health") == 1:
+            continue
+        last = member.get("lastHeartbeatRecv")
+        if last is None or last.year < 2000:
+            return float("inf")
+        return (status["date"] - last).total_seconds()
+    return 0.0
+
+
 def _port_free(ip: str, port: int) -> bool:
     s = socket.socket()
     try:
