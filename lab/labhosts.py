@@ -59,8 +59,9 @@ def log(msg: str) -> None:
     print(f"lab: {msg}", flush=True)
 
 
-def ensure_host_tools() -> None:
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+def ensure_host_tools(tools: dict[str, str] | None = None) -> None:
+    """Install the Debian packages of the controller tools that are missing (tool name -> package)."""
+    missing = sorted({pkg for tool, pkg in (tools or HOST_TOOLS).items() if shutil.which(tool) is None})
     if not missing:
         return
     log(f"installing {' '.join(missing)} with apt-get")

@@ -36,6 +36,8 @@ import time
 import zipapp
 from pathlib import Path
 
+import labhosts  # next to this file: its apt-get helper installs missing controller tools
+
 PACKAGE = "mongosim-standin-server"
 REPO_PACKAGE = "mongodb-org-server"  # the name the mongod role installs from MongoDB's repository
 TOP_DIR = "mongodb-linux-standin"
@@ -216,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("serve listens on one address (the lab bridge), not on every interface")
         serve(args.out / "repo", args.address, args.port, pidfile)
         return 0
-    missing = [tool for tool in ("dpkg-deb", "gpg") if shutil.which(tool) is None]
-    if missing:
-        parser.error(f"{' and '.join(missing)} needed to build the stand-ins (apt-get install dpkg gpg)")
+    labhosts.ensure_host_tools({"dpkg-deb": "dpkg", "gpg": "gpg", "gpgconf": "gpgconf"})
     args.out.mkdir(parents=True, exist_ok=True)
     executable = build_executable(args.wheels, args.out, args.build)
     built = {

@@ -23,8 +23,8 @@ sys.path.insert(0, str(LAB))
 import labhosts
 import standins
 
-pytestmark = pytest.mark.skipif(not all(Path(f"/usr/bin/{tool}").exists() for tool in ("dpkg-deb", "gpg", "apt-get")),
-                                reason="needs dpkg-deb, gpg and apt-get")
+# standins.py installs dpkg and gpg with apt-get when they are missing; apt-get itself is what it needs.
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/apt-get").exists(), reason="needs a Debian controller")
 
 
 @pytest.fixture(scope="module")
