@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     MACHINE_TAG,
     MachineRecord,
+    PoolHost,
     ReplSetView,
     down_for,
     members_of,
@@ -24,16 +25,6 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     statuses_of,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_n
-
-
-@dataclass(frozen=True)
-class PoolHost:
-    """A host of the inventory group state_machines that may serve as a state machine."""
-
-    name: str
-    mongo_address: str
-    api_address: str
-    reachable: bool = True
 
 
 @dataclass

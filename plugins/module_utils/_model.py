@@ -35,6 +35,16 @@ class MachineRecord:
 
 
 @dataclass(frozen=True)
+class PoolHost:
+    """A host of the inventory group state_machines that may serve as a state machine."""
+
+    name: str
+    mongo_address: str
+    api_address: str
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
 class Member:
     """One member document of a replica-set config."""
 
