@@ -3,12 +3,28 @@
 #
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
-"""The connection options every module of the collection shares (documented in doc_fragments/connection.py)."""
+"""The connection options every module of the collection shares (documented in doc_fragments/connection.py).
+
+Ansible's own types parse each option; the range and syntax checks it has no words for (a port is 1..65535, a
+timeout is a finite positive number, a seed is host or host:port) are here, so every module refuses the same
+values with the same message before it connects anywhere.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
+
 DEFAULT_REPLICA_SET = "stateserver"
 DEFAULT_PORT = 37017
+# Longer than any sensible wait; beyond it pymongo's and the OS's timers overflow.
+MAX_SECONDS = 86400.0
+
+# RFC 1123 host names (underscores allowed, as container and lab names use them), or dotted IPv4.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 
 
 def connection_argument_spec() -> dict:
@@ -29,5 +45,82 @@ def connection_argument_spec() -> dict:
     }
 
 
+def connection_defaults() -> dict:
+    """The shared options' defaults, for callers that build parameters without an argument spec."""
+    return {name: spec.get("default") for name, spec in connection_argument_spec().items()}
+
+
 # login_user and login_password only make sense together.
 CONNECTION_REQUIRED_TOGETHER = [["login_user", "login_password"]]
+
+
+def _port(text: str, what: str) -> int:
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{what} has port {text!r}; a port is a number from 1 to 65535")
+    return int(text)
+
+
+def host_port(text, default_port: int, what: str = "address") -> str:
+    """'host', 'host:port', an IPv6 literal or '[v6]:port' as canonical 'host:port' ('[v6]:port').
+
+    Raises ValueError naming `what`, the value and what is valid. The default port completes an address without one.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{what} is empty ({text!r}); give host or host:port")
+    value = text.strip()
+    if value.startswith("["):
+        inner, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{what} {text!r} is not [IPv6] or [IPv6]:port")
+        port = _port(rest[1:], f"{what} {text!r}") if rest else default_port
+        host = inner
+        if not _is_ipv6(host):
+            raise ValueError(f"{what} {text!r} has {host!r} in brackets, which is not an IPv6 address")
+        return f"[{host}]:{port}"
+    if value.count(":") > 1:
+        if not _is_ipv6(value):
+            raise ValueError(f"{what} {text!r} is neither host:port nor an IPv6 address; write IPv6 as [addr]:port")
+        return f"[{value}]:{default_port}"
+    host, sep, port_text = value.partition(":")
+    port = _port(port_text, f"{what} {text!r}") if sep else default_port
+    if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+        raise ValueError(f"{what} {text!r} has host {host!r}, which is not a host name or IP address")
+    return f"{host}:{port}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_seconds(value, name: str) -> str | None:
+    """None when `value` is a usable number of seconds (> 0, finite, at most a day), else the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= MAX_SECONDS:
+        return f"{name} must be a number of seconds greater than 0 and at most {int(MAX_SECONDS)}, got {value!r}"
+    return None
+
+
+def check_connection(params: dict) -> str | None:
+    """None when the shared connection options are usable, else one message naming the option and what is valid."""
+    port = params.get("port")
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        return f"port must be from 1 to 65535, got {port!r}"
+    problem = check_seconds(params.get("server_selection_timeout"), "server_selection_timeout")
+    if problem:
+        return problem
+    name = params.get("replica_set")
+    if not name or not isinstance(name, str) or re.search(r"[\s/]", name):
+        return f"replica_set must be a replica set name without spaces or '/', got {name!r}"
+    seeds = params.get("seeds")
+    if not seeds:
+        return "seeds is empty; give at least one member as host or host:port"
+    try:
+        for i, seed in enumerate(seeds):
+            host_port(seed, port, f"seeds[{i}]")
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -13,7 +13,9 @@ code does, and the convergence loop (_converge.py) chooses what to send and when
 from __future__ import annotations
 
 import datetime
+import socket
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 try:
     from pymongo import MongoClient, ReadPreference
@@ -31,12 +33,20 @@ except ImportError:
     HAS_PYMONGO = False
     PYMONGO_IMPORT_ERROR = traceback.format_exc()
 
+from ansible_collections.stateserver.ha.plugins.module_utils._args import (
+    check_connection,
+    connection_defaults,
+    host_port,
+)
 from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     MachineRecord,
     ReplSetView,
 )
 
 MACHINE_TAG = "stateserver-machine"
+# Seconds to wait for a TCP connection to a seed while probing: loopback and a LAN answer in milliseconds, and a
+# refusal (no mongod) comes back at once; only an unreachable host costs this much, once, in parallel.
+PROBE_CONNECT_TIMEOUT = 1.0
 RECORDS_DATABASE = "stateserver"
 RECORDS_COLLECTION = "machines"
 
@@ -70,22 +80,23 @@ class TransientError(ReplSetError):
     """The operation did not happen or its outcome is unknown; re-read the set and plan again."""
 
 
-def seed_list(seeds: list[str], port: int) -> list[str]:
-    """Seeds as host:port strings; a seed without a port gets the default port (IPv6 literals stay bracketed)."""
-    out = []
-    for seed in seeds:
-        seed = seed.strip()
-        if not seed:
-            continue
-        if seed.startswith("["):
-            out.append(seed if "]:" in seed else f"{seed}:{port}")
-        elif seed.count(":") == 1:
-            out.append(seed)
-        elif ":" in seed:
-            out.append(f"[{seed}]:{port}")
-        else:
-            out.append(f"{seed}:{port}")
-    return out
+class NoSeedAnswered(ReplSetError):
+    """No seed answered at all (nothing listens, or nothing reachable): no mongod of this set runs there yet.
+
+    `answers` maps each seed to the error text it gave, for callers that decide what a silent set means.
+    """
+
+    def __init__(self, message: str, answers: dict) -> None:
+        super().__init__(message)
+        self.answers = answers
+
+
+def seed_list(seeds: list[str], port: int, what: str = "seeds") -> list[str]:
+    """Seeds as host:port strings; a seed without a port gets the default port (IPv6 literals bracketed).
+
+    Raises ValueError naming `what`[i] when one is not host, host:port or an IPv6 address (see _args.host_port).
+    """
+    return [host_port(seed, port, f"{what}[{i}]") for i, seed in enumerate(seeds)]
 
 
 def client_options(params: dict) -> dict:
@@ -160,9 +171,14 @@ class ReplSet:
     """A connection to the replica set through its seeds. Use as a context manager so the client is closed."""
 
     def __init__(self, params: dict) -> None:
+        # Options left out (or None) take the documented defaults, as they would through the argument spec.
+        params = {**connection_defaults(), **{k: v for k, v in params.items() if v is not None}}
+        problem = check_connection(params)
+        if problem:
+            raise ReplSetError(problem)
         self.params = params
-        self.seeds = seed_list(params.get("seeds") or ["localhost"], int(params.get("port") or 37017))
-        self.set_name = params.get("replica_set") or "stateserver"
+        self.seeds = seed_list(params["seeds"], params["port"])
+        self.set_name = params["replica_set"]
         self.options = client_options(params)
         self._client = None
         self.initiated: bool | None = None
@@ -180,24 +196,36 @@ class ReplSet:
             self._client.close()
             self._client = None
 
-    def _direct(self, seed: str, timeout_ms: int = 3000):
+    def _direct(self, seed: str):
         opts = dict(self.options)
-        opts.update(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, directConnection=True)
+        opts["directConnection"] = True
         # hello needs no authentication; leaving credentials out keeps a fresh, user-less member answering.
         for key in ("username", "password", "authSource"):
             opts.pop(key, None)
         return MongoClient(seed, **opts)
 
+    def _probe_one(self, seed: str):
+        """hello from one seed, or the error text. A TCP connect first: a host where nothing listens (a spare
+        without mongod) answers at once with a refusal, where pymongo would wait out the server selection."""
+        host, _, port = seed.rpartition(":")
+        timeout = min(PROBE_CONNECT_TIMEOUT, self.options["serverSelectionTimeoutMS"] / 1000)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as exc:
+            return f"nothing answers at {seed}: {exc.strerror or exc}"
+        try:
+            with self._direct(seed) as client:
+                return client.admin.command("hello")
+        except PyMongoError as exc:
+            return str(exc)
+
     def probe(self) -> dict:
-        """hello from every seed, directly: {seed: hello document or the error text}. Finds uninitiated members."""
-        answers: dict = {}
-        for seed in self.seeds:
-            try:
-                with self._direct(seed) as client:
-                    answers[seed] = client.admin.command("hello")
-            except PyMongoError as exc:
-                answers[seed] = str(exc)
-        return answers
+        """hello from every seed, directly and in parallel: {seed: hello document or the error text}.
+
+        Finds uninitiated members. A call costs about the slowest seed, never the sum of them.
+        """
+        with ThreadPoolExecutor(max_workers=max(1, min(len(self.seeds), 16))) as pool:
+            return dict(zip(self.seeds, pool.map(self._probe_one, self.seeds)))
 
     @property
     def client(self):
@@ -208,15 +236,15 @@ class ReplSet:
     def discover(self) -> bool:
         """Whether the replica set exists. False when every seed that answers is a member that was never initiated.
 
-        Raises ReplSetError when no seed answers, or when the seeds belong to another replica set.
+        Raises NoSeedAnswered when no seed answers, ReplSetError when the seeds belong to another replica set.
         """
         answers = self.probe()
         hellos = {seed: a for seed, a in answers.items() if isinstance(a, dict)}
         if not hellos:
             errors = "; ".join(f"{seed}: {error}" for seed, error in answers.items())
-            raise ReplSetError(
+            raise NoSeedAnswered(
                 f"cannot reach any seed of replica set {self.set_name!r} ({', '.join(self.seeds)}): {errors}; "
-                "check that mongod runs there and that the seeds and port are right")
+                "check that mongod runs there and that the seeds and port are right", answers)
         names = {h.get("setName") for h in hellos.values() if h.get("setName")}
         foreign = names - {self.set_name}
         if foreign:

@@ -96,6 +96,7 @@ not_converged:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     CONNECTION_REQUIRED_TOGETHER,
+    check_connection,
     connection_argument_spec,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._converge import (
@@ -119,6 +120,9 @@ def main() -> None:
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
+    problem = check_connection(module.params)
+    if problem:
+        module.fail_json(msg=problem, changed=False)
     with ReplSet(module.params) as rs:
         try:
             view = rs.read_view()

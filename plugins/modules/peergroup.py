@@ -177,6 +177,8 @@ elapsed:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     CONNECTION_REQUIRED_TOGETHER,
+    check_connection,
+    check_seconds,
     connection_argument_spec,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._converge import (
@@ -200,8 +202,9 @@ def main() -> None:
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
-    if module.params["timeout"] <= 0:
-        module.fail_json(msg=f"timeout must be a positive number of seconds, got {module.params['timeout']}")
+    problem = check_connection(module.params) or check_seconds(module.params["timeout"], "timeout")
+    if problem:
+        module.fail_json(msg=problem, changed=False)
 
     with ReplSet(module.params) as rs:
         try:

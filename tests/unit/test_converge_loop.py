@@ -248,7 +248,7 @@ def test_backoff_doubles_from_two_seconds_and_is_capped():
     (["::1"], ["[::1]:37017"]),
     (["[::1]"], ["[::1]:37017"]),
     (["[::1]:5"], ["[::1]:5"]),
-    ([" b ", ""], ["b:37017"]),
+    ([" b ", "c"], ["b:37017", "c:37017"]),
 ])
 def test_seed_list_applies_the_default_port(seeds, expected):
     assert _replset.seed_list(seeds, 37017) == expected
