@@ -9,6 +9,8 @@ Behaviour follows Juju's desiredPeerGroup (machines that want a vote get one onc
 non-voting standbys, members of machines that are gone are removed), with its known problems fixed: the voter count
 is repaired to odd and never reaches zero, a primary is stepped down before it loses its vote, new members join
 non-voting and are promoted only once they are healthy secondaries, and every reconfig changes at most one vote.
+Whatever the records say, a healthy set never drops below 3 voters while 3 of its members are healthy (issue 12):
+a record that says wants_vote false, or records deleted by mistake, cannot vote a healthy set down to one member.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def desired_peer_group(machines: list[MachineRecord], view: ReplSetView) -> Desi
 
     primary = primary_of(view.status)
     primary_id = primary.id if primary else None
+    statuses = {s.id: s for s in statuses_of(view.status)}
+
+    def healthy(mem: Member) -> bool:
+        return statuses.get(mem.id) is not None and statuses[mem.id].ready
+
     next_id = max((m.id for m in current), default=-1) + 1
     goal: dict[str, Member] = {}
     for rec in machines:
@@ -109,21 +116,44 @@ def desired_peer_group(machines: list[MachineRecord], view: ReplSetView) -> Desi
     # Keep existing voters first so a cap or a parity cut never takes a vote that is already working.
     wants.sort(key=lambda n: (n not in voting_now, order[n]))
     chosen = wants[:MAX_VOTERS]
-    if len(chosen) % 2 == 0 and chosen:
-        primary_name = next((n for n, m in claimed.items() if m.id == primary_id), None)
-        newcomers = [n for n in chosen if n not in voting_now]
-        drop = newcomers[-1] if newcomers else next(n for n in reversed(chosen) if n != primary_name)
-        chosen.remove(drop)
-    if not chosen:
-        # Never zero voters: with no machine wanting a vote, the current voters keep theirs; when every voter
-        # belongs to a machine that is gone, one remaining machine (a ready one first) takes the vote.
-        statuses = {s.id: s for s in statuses_of(view.status)}
-        ready = [n for n, m in goal.items() if statuses.get(m.id) is not None and statuses[m.id].ready]
-        chosen = ([n for n in goal if n in voting_now] or [n for n, m in claimed.items() if m.id == primary_id]
-                  or ready[:1] or list(goal)[:1])
+    # The safety floor (issue 12), whatever the records say: a healthy voter keeps its vote when the set would
+    # otherwise have fewer than 3 voters although 3 healthy members exist, and when the parity cut would otherwise
+    # take a working voter. One record saying wants_vote false, or records deleted by
+    # mistake, can then never shrink a healthy set: a voter is retired by wanting a replacement (ensure_availability
+    # does), or by its member going down. Recorded machines are kept before members whose record is gone, the
+    # primary first.
+    name_of = {mem.id: name for name, mem in claimed.items()}
+    keepers = sorted((m for m in current if m.voting and healthy(m)
+                      and name_of.get(m.id, m.machine or m.host) not in chosen),
+                     key=lambda m: (m.id not in name_of, m.id != primary_id, m.id))
+    spare = [name_of.get(m.id, m.machine or m.host) for m in keepers]
+    for name, mem in zip(spare, keepers):
+        goal.setdefault(name, mem)  # a healthy voter whose record is gone stays as it is while it is needed
+        voting_now.add(name)
+    primary_name = next((n for n, m in goal.items() if m.id == primary_id), None)
+    if chosen:
+        floor = 3 if sum(1 for m in goal.values() if healthy(m)) >= 3 else 1
+        while len(chosen) < floor and spare:
+            chosen.append(spare.pop(0))
         if len(chosen) % 2 == 0:
-            primary_name = next((n for n, m in claimed.items() if m.id == primary_id), None)
+            newcomers = [n for n in chosen if n not in voting_now]
+            if newcomers:
+                chosen.remove(newcomers[-1])
+            elif spare and len(chosen) < MAX_VOTERS:
+                chosen.append(spare.pop(0))
+            else:
+                chosen.remove(next(n for n in reversed(chosen) if n != primary_name))
+    else:
+        # Never zero voters: with no machine wanting a vote, the current voters keep theirs (healthy ones whose record
+        # is gone too); when every voter belongs to a machine that is gone and is down, one remaining machine (a
+        # ready one first) takes the vote.
+        ready = [n for n, m in goal.items() if healthy(m)]
+        chosen = [n for n in goal if n in voting_now] or ready[:1] or list(goal)[:1]
+        if len(chosen) % 2 == 0:
             chosen.remove(next(n for n in reversed(chosen) if n != primary_name))
+    recorded = {r.name for r in machines}
+    for name in [n for n in goal if n not in recorded and n not in chosen]:
+        del goal[name]  # members of gone machines go, unless the floor keeps their vote
 
     members = []
     for name, mem in goal.items():
@@ -199,6 +229,11 @@ class _Planner:
                 options += [("promote", i) for i in promote[:1]]  # Juju's "N=2" move: a second voter first
             else:
                 return ("step_down", self.primary_id)
+        # A healthy voter is never demoted below 3 voters when the goal has 3 or more (issue 12): the replacement is
+        # promoted first, so a swap of voters never passes through a 1-voter set while the newcomers sync.
+        floor = min(3, len(goal_voters))
+        options = [(kind, mid) for kind, mid in options
+                   if kind != "demote" or not self.up(mid) or len(cur_voters) - 1 >= floor]
         for kind, mid in options:
             after = cur_voters - {mid} if kind == "demote" else cur_voters | {mid}
             # Never leave the set without a reachable majority of its voters.

@@ -51,12 +51,15 @@ def assert_converged(toy: ToySet, machines) -> None:
 # --- §6.3 worker scenarios ---------------------------------------------------------------------------------------
 
 def test_dying_machines_are_removed():
-    """Juju DyingMachinesAreRemoved: 3 voters, b goes -> a votes, c is a standby (parity); c goes -> a alone."""
-    toy = ToySet(config([member(0, "a"), member(1, "b"), member(2, "c")]), {0: PRIMARY})
+    """Juju DyingMachinesAreRemoved: 3 voters, b dies and goes -> a votes, c is a standby (parity); c goes -> a
+    alone. The machines are down as well as unrecorded: a healthy voter whose record alone is gone keeps its vote
+    (test_deleted_records_of_healthy_voters_remove_nothing)."""
+    toy = ToySet(config([member(0, "a"), member(1, "b"), member(2, "c")]), {0: PRIMARY, 1: DOWN})
     machines = [rec("a", 0), rec("c", 2)]
     settle(toy, machines)
     assert voting(toy.cfg) == ["a"] and sorted(m["_id"] for m in toy.cfg["members"]) == [0, 2]
     assert_converged(toy, machines)
+    toy.states[2] = DOWN
     machines = [rec("a", 0)]
     settle(toy, machines)
     assert [m["_id"] for m in toy.cfg["members"]] == [0] and voting(toy.cfg) == ["a"]
@@ -64,20 +67,20 @@ def test_dying_machines_are_removed():
 
 
 def test_remove_primary_with_valid_secondaries():
-    """Juju RemovePrimaryValidSecondaries: the primary stops wanting its vote -> step-down, then unvote; then the
-    new primary stops wanting too -> the other secondary is voted in first, step-down, unvote."""
-    toy = ToySet(config([member(0, "a"), member(1, "b"), member(2, "c")]), {0: PRIMARY})
-    machines = [rec("a", 0, False), rec("b", 1), rec("c", 2)]
+    """Juju RemovePrimaryValidSecondaries: the primary stops wanting its vote and a replacement wants one ->
+    step-down, then unvote. When the new primary stops wanting too with no replacement, the floor of 3 keeps its
+    vote (issue 12: Juju went down to 1 voter here)."""
+    toy = ToySet(config([member(0, "a"), member(1, "b"), member(2, "c"), member(3, "d", 0)]), {0: PRIMARY})
+    machines = [rec("a", 0, False), rec("b", 1), rec("c", 2), rec("d", 3)]
     done = settle(toy, machines)
     assert done.index(("step_down", "a")) < done.index(("demote", "a"))
-    assert "a" not in voting(toy.cfg) and primary_id(toy) != 0
+    assert "a" not in voting(toy.cfg) and primary_id(toy) != 0 and voting(toy.cfg) == ["b", "c", "d"]
     assert_converged(toy, machines)
     new_primary = primary_id(toy)
-    name = {1: "b", 2: "c"}[new_primary]
-    machines = [rec("a", 0, False)] + [rec(x, i, x != name) for i, x in ((1, "b"), (2, "c"))]
-    done = settle(toy, machines)
-    assert ("step_down", name) in done and primary_id(toy) != new_primary
-    assert name not in voting(toy.cfg) and len(voting(toy.cfg)) == 1
+    name = {1: "b", 2: "c", 3: "d"}[new_primary]
+    machines = [rec("a", 0, False)] + [rec(x, i, x != name) for i, x in ((1, "b"), (2, "c"), (3, "d"))]
+    assert settle(toy, machines) == []
+    assert primary_id(toy) == new_primary and voting(toy.cfg) == ["b", "c", "d"]
     assert_converged(toy, machines)
 
 
@@ -240,10 +243,11 @@ def test_juju36_never_zero_voters_even_without_a_visible_primary():
 
 
 def test_voting_member_of_a_gone_machine_hands_its_vote_over():
-    """Every voter belongs to a machine that is gone: a remaining machine is voted in, the old primary steps down
-    and is removed; the set never has zero voters."""
+    """Every voter belongs to a machine that is gone and the remaining machine wants the vote: it is voted in, the
+    old primary steps down and is removed; the set never has zero voters. (With no record wanting a vote, a
+    healthy voter whose record is gone keeps its vote: issue 12.)"""
     toy = ToySet(config([member(0, "a", 0), member(1, "gone")]), {1: PRIMARY, 0: SECONDARY})
-    machines = [rec("a", 0, False)]
+    machines = [rec("a", 0)]
     assert settle(toy, machines) == [("promote", "a"), ("step_down", "gone"), ("remove", "gone")]
     assert [m["_id"] for m in toy.cfg["members"]] == [0] and validate_config(toy.cfg) == []
 
@@ -253,10 +257,11 @@ def test_voting_member_of_a_gone_machine_hands_its_vote_over():
 LOSING_VOTES = [
     # about, wants (a, b, c), primary, goal voters, step_down_primary
     ("all leave: current voters keep their votes (never zero)", (False, False, False), 2, ["a", "b", "c"], False),
-    ("two lose vote", (False, True, False), 1, ["b"], False),
-    ("one loses vote: parity drops a secondary", (True, True, False), 0, ["a"], False),
-    ("remove primary: stepped down first", (False, True, True), 0, ["b"], True),
-    ("three voters, secondary leaves", (True, True, False), 0, ["a"], False),
+    # Issue 12: Juju cut these healthy sets to 1 voter; the floor of 3 keeps every healthy voter's vote instead.
+    ("two lose vote: the floor keeps them", (False, True, False), 1, ["a", "b", "c"], False),
+    ("one loses vote: no parity cut of a working voter", (True, True, False), 0, ["a", "b", "c"], False),
+    ("primary wants out, no replacement: kept", (False, True, True), 0, ["a", "b", "c"], False),
+    ("three voters, secondary leaves: kept", (True, True, False), 2, ["a", "b", "c"], False),
 ]
 
 

@@ -50,8 +50,9 @@ TABLE = [
     ("three ready: two added", [rec(x, i) for i, x in enumerate("abcd")],
      [member(0, "a")] + [member(i, x, 0) for i, x in enumerate("bcd", 1)], {0: PRIMARY}, ["a", "b", "c"]),
     ("lone voter wants out: kept", [rec("a", 0, False)], [member(0, "a")], {0: PRIMARY}, ["a"]),
-    ("one loses vote: parity drops a secondary", [rec("a", 0), rec("b", 1), rec("c", 2, False)],
-     [member(0, "a"), member(1, "b"), member(2, "c")], {1: PRIMARY}, ["b"]),
+    # Issue 12: Juju's parity cut took the set to 1 voter here; a healthy voter now keeps its vote (the floor of 3).
+    ("one loses vote: the floor of 3 keeps it", [rec("a", 0), rec("b", 1), rec("c", 2, False)],
+     [member(0, "a"), member(1, "b"), member(2, "c")], {1: PRIMARY}, ["a", "b", "c"]),
     ("candidate takes the vote", [rec("a", 0), rec("b", 1), rec("c", 2, False), rec("d", 3)],
      [member(0, "a"), member(1, "b"), member(2, "c"), member(3, "d", 0)], {0: PRIMARY}, ["a", "b", "d"]),
     ("several candidates", [rec(x, i, x in "abfgh") for i, x in enumerate("abcdefgh")],
@@ -91,9 +92,10 @@ def test_members_of_gone_machines_are_removed():
 
 
 def test_gone_voter_removed_and_parity_kept():
-    """Juju 'controller Dead -> removed': 3 voters, one machine gone -> 1 voter + 1 standby, never 2 voters."""
+    """Juju 'controller Dead -> removed': 3 voters, one machine gone (record and mongod) -> 1 voter + 1 standby,
+    never 2 voters."""
     cfg = config([member(0, "a"), member(1, "b"), member(2, "c")])
-    final = reach_now(cfg, {0: PRIMARY}, [rec("a", 0), rec("b", 1)])
+    final = reach_now(cfg, {0: PRIMARY, 2: DOWN}, [rec("a", 0), rec("b", 1)])
     assert voting(final) == ["a"] and [m["_id"] for m in final["members"]] == [0, 1]
 
 
@@ -291,3 +293,54 @@ def test_never_eight_voters_when_replacing_at_the_cap():
     actions = [(s.action, s.machine) for s in steps]
     assert actions[0] == ("step_down", "m0") and actions.index(("remove", "m0")) < actions.index(("promote", "n"))
     assert all(sum(m["votes"] for m in s.config["members"]) <= 7 for s in steps if s.config)
+
+
+# -- the safety floor (issue 12): records that say too little never shrink a healthy set ----------------------------
+
+FLOOR = [
+    # about, records, current members, states, goal voters
+    ("wants_vote false on one voter", [rec("a", 0), rec("b", 1), rec("c", 2, False)],
+     [member(0, "a"), member(1, "b"), member(2, "c")], {0: PRIMARY}, ["a", "b", "c"]),
+    ("records of 2 of 3 voters deleted", [rec("a", 0)],
+     [member(0, "a"), member(1, "b"), member(2, "c")], {0: PRIMARY}, ["a", "b", "c"]),
+    ("every record deleted but one that wants no vote", [rec("a", 0, False)],
+     [member(0, "a"), member(1, "b"), member(2, "c")], {1: PRIMARY}, ["a", "b", "c"]),
+    ("records of 2 of 5 voters deleted", [rec("a", 0), rec("b", 1), rec("c", 2)],
+     [member(i, x) for i, x in enumerate("abcde")], {0: PRIMARY}, ["a", "b", "c"]),
+    ("deleted record of a down voter: removed", [rec("a", 0), rec("b", 1)],
+     [member(0, "a"), member(1, "b"), member(2, "c")], {0: PRIMARY, 2: DOWN}, ["a"]),
+    ("4 wanted voters and an unwanted healthy one: 5, not 3", [rec(x, i) for i, x in enumerate("abcd")] + [rec("e", 4, False)],
+     [member(i, x) for i, x in enumerate("abcde")], {0: PRIMARY}, ["a", "b", "c", "d", "e"]),
+]
+
+
+@pytest.mark.parametrize("about,machines,members,states,goal", FLOOR, ids=[t[0] for t in FLOOR])
+def test_the_floor_keeps_healthy_voters(about, machines, members, states, goal):
+    v = view(config(members), states)
+    assert desired_peer_group(machines, v).voters == goal
+    toy = ToySet(config(members), states)
+    for _attempt in range(20):
+        steps = plan_steps(toy.view(), machines, assume_ready=False)
+        if not steps:
+            break
+        toy.apply(steps[0])
+    assert voting(toy.cfg) == goal
+
+
+def test_a_voter_swap_promotes_the_replacement_before_any_healthy_demotion():
+    """Juju demoted b and c first and held a 1-voter set while d and e synced; now the count never drops below 3."""
+    toy = ToySet(config([member(0, "a"), member(1, "b"), member(2, "c")]), {0: PRIMARY})
+    machines = [rec("a", 0), rec("b", 1, False), rec("c", 2, False), rec("d", 3), rec("e", 4)]
+    done = []
+    for _attempt in range(20):
+        steps = plan_steps(toy.view(), machines, assume_ready=False)
+        if not steps:
+            toy.sync()
+            steps = plan_steps(toy.view(), machines, assume_ready=False)
+            if not steps:
+                break
+        toy.apply(steps[0])
+        done.append((steps[0].action, steps[0].machine))
+        assert len(voting(toy.cfg)) >= 3
+    assert done == [("add", "d"), ("promote", "d"), ("demote", "b"), ("promote", "e"), ("demote", "c")]
+    assert voting(toy.cfg) == ["a", "d", "e"]

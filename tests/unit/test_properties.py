@@ -180,6 +180,8 @@ def _fewest_reconfigs(cfg, goal, primary):
                     continue  # not a member yet: it must be added (non-voting) by an earlier reconfig
             if not 1 <= len(new_voters) <= 7:
                 continue
+            if mid in voters and len(new_voters) < min(3, len(goal_voters)):
+                continue  # every member is up here: no healthy voter goes below the floor of 3 (issue 12)
             if len(new_voters) % 2 == 0 and len(voters) % 2 == 1:
                 # An even count is entered only when the vote that makes it odd again can follow at once: a
                 # demotion, or a promotion of a member that was already there (synced) before this reconfig.
@@ -229,3 +231,73 @@ def test_availability_replanning_its_own_result_changes_nothing(n, voters, spare
         assert not plan.changed and wanting_after == wanting_before  # never shrinks
     again = plan_availability(n, plan.records_after, pool, v, down_after=60)
     assert not again.changed and again.added == again.promoted == again.demoted == []
+
+
+# -- the safety floor (issue 12): whatever the records say, a healthy set keeps its voters -------------------------
+
+def _healthy_voters(toy: ToySet) -> set:
+    return {m["_id"] for m in toy.cfg["members"] if m.get("votes", 1) and toy.states.get(m["_id"]) in (PRIMARY, 2)}
+
+
+@given(scenarios())
+def test_a_healthy_set_never_drops_below_three_voters_whatever_the_records_say(scenario):
+    """Records with any wants_vote, records missing for any member, addresses moved: while 3 voters are healthy,
+    no reconfig leaves fewer than 3 voters, and the goal keeps at least 3."""
+    cfg, states, records, _primary, _down = scenario
+    toy = ToySet(cfg, states)
+    if len(_healthy_voters(toy)) >= 3 and any(r.wants_vote for r in records):
+        assert len(desired_peer_group(records, toy.view()).voters) >= 3
+    for _attempt in range(60):
+        steps = plan_steps(toy.view(), records, assume_ready=False)
+        if not steps:
+            toy.sync()
+            steps = plan_steps(toy.view(), records, assume_ready=False)
+            if not steps:
+                break
+        step = steps[0]
+        if step.config is not None and len(_healthy_voters(toy)) >= 3:
+            assert len(voting_ids(step.config)) >= 3, (step.action, step.machine, step.changes)
+        toy.apply(step)
+
+
+RAW_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-1, 70000), st.floats(allow_nan=True),
+                       st.text(max_size=12), st.sampled_from(["no", "yes", "true", "0", "h:99999", "a:b:c", " ",
+                                                              "not a host!!", "10.0.0.1:37017", "[::1]:1"]))
+
+
+@st.composite
+def raw_record_docs(draw):
+    """Documents as anyone with write access may leave them in stateserver.machines: most valid, some not."""
+    docs = []
+    for i in range(draw(st.integers(0, 8))):
+        good = {"_id": f"m{i}", "mongo_address": f"10.0.0.{i}:37017", "api_address": f"10.0.0.{i}:17070",
+                "wants_vote": draw(st.booleans())}
+        for key in list(good):
+            if draw(st.integers(0, 6)) == 0:
+                good[key] = draw(RAW_VALUES)
+        if draw(st.integers(0, 10)) == 0:
+            del good[draw(st.sampled_from(sorted(good)))]
+        docs.append(good)
+    return docs
+
+
+@given(raw_record_docs(), st.integers(0, 4), st.data())
+def test_malformed_records_are_refused_never_acted_on(docs, voters_extra, data):
+    """parse_record_docs never raises: a malformed document is a problem that names it, and only a fully valid
+    set of records reaches the planner, which then keeps the floor whatever wants_vote says."""
+    from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_record_docs
+
+    records, problems = parse_record_docs(docs)
+    valid = [d for d in docs if isinstance(d.get("_id"), str) and isinstance(d.get("wants_vote"), bool)]
+    assert len(records) <= len(valid)
+    for record in records:
+        assert isinstance(record.wants_vote, bool) and isinstance(record.name, str) and record.name
+    if problems:
+        return  # peergroup and ensure_availability refuse; nothing is planned from a partly valid record set
+    size = 3 + voters_extra
+    cfg = config([member(i, f"m{i}") for i in range(size)] if size % 2 else
+                 [member(i, f"m{i}") for i in range(size - 1)] + [member(size - 1, f"m{size - 1}", 0)])
+    primary = data.draw(st.sampled_from(sorted(voting_ids(cfg))))
+    v = view(cfg, {primary: PRIMARY})
+    if any(r.wants_vote and r.mongo_address for r in records):
+        assert len(desired_peer_group(records, v).voters) >= 3
