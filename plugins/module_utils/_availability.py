@@ -8,6 +8,13 @@
 Juju's EnsureAvailability made exact: n is 3, 5 or 7; the count never shrinks; voters that have been unreachable
 for longer than down_after are demoted and replaced (a recorded standby first, then a spare from the pool) while a
 majority of voters is up; nothing is changed when that is not safe or not possible.
+
+With no replica set yet (no seed answers, or every seed that answers is an uninitiated mongod) the plan is the first
+deployment: the first reachable pool host bootstraps a one-member set and nothing is recorded until it has.
+
+A record whose address no longer matches the pool (the inventory moved the machine) is repaired, but only when that
+cannot move a working member onto an address that is not it: its member is missing or down, or the new address
+answers as that very member (its hello names the member's current host). Otherwise the plan refuses and says why.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     primary_of,
     statuses_of,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._records import API_PORT, address_key, shared_addresses
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_n
 
 
@@ -35,6 +43,7 @@ class AvailabilityPlan:
     promoted: list = field(default_factory=list)
     demoted: list = field(default_factory=list)
     bootstrap: str | None = None
+    repaired: list = field(default_factory=list)
     records_after: list = field(default_factory=list)
     messages: list = field(default_factory=list)
     error: str | None = None
@@ -42,7 +51,7 @@ class AvailabilityPlan:
 
 
 def _report(plan: AvailabilityPlan) -> list[str]:
-    lines = []
+    lines = [f"repairing the address of machine {line}" for line in plan.repaired]
     for label, names in (("bootstrapping machine", [plan.bootstrap] if plan.bootstrap else []),
                          ("maintaining machines", plan.maintained), ("promoting machines", plan.promoted),
                          ("adding machines", plan.added), ("demoting machines", plan.demoted)):
@@ -67,15 +76,56 @@ def _adopt(records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView
         name = mem.machine or (host.name if host else None)
         if not name or name in known or mem.host.lower() in addresses:
             continue
-        api = host.api_address if host else ""
+        api = host.api_address if host else f"{mem.host.rsplit(':', 1)[0]}:{API_PORT}"
         adopted.append(MachineRecord(name=name, mongo_address=mem.host, api_address=api, wants_vote=mem.voting))
         known.add(name)
     return adopted
 
 
+def _same_member(hello, member_host: str, set_name: str | None) -> bool:
+    """Whether a hello answer comes from the member configured at member_host (mongod reports that host as `me`)."""
+    return (isinstance(hello, dict) and hello.get("setName") is not None
+            and (set_name is None or hello.get("setName") == set_name)
+            and address_key(str(hello.get("me") or "")) == address_key(member_host))
+
+
+def _repair(known: list[MachineRecord], pool: list[PoolHost], view: ReplSetView, answers: dict,
+            member_of, status_of) -> tuple[list[MachineRecord], list[str], str | None]:
+    """(records with the pool's addresses, repair lines, refusal). See the module docstring for what is safe."""
+    by_name = {p.name: p for p in pool}
+    set_name = (view.config or {}).get("_id")
+    out, lines = [], []
+    for rec in known:
+        host = by_name.get(rec.name)
+        if host is None or (address_key(host.mongo_address), host.api_address) == (
+                address_key(rec.mongo_address), rec.api_address):
+            out.append(rec)
+            continue
+        if address_key(host.mongo_address) != address_key(rec.mongo_address):
+            mem, st = member_of(rec), status_of(rec)
+            if mem is not None and st is not None and not st.down \
+                    and not _same_member(answers.get(host.mongo_address), mem.host, set_name):
+                return known, [], (
+                    f"the pool gives machine {rec.name} the mongo address {host.mongo_address}, but its member at "
+                    f"{mem.host} is {st.state_str} and {host.mongo_address} does not answer as that member, so "
+                    "moving it could take a working member off the set; correct the inventory address, or make the "
+                    "machine answer at the new address first (or stop it at the old one); nothing was changed")
+            why = ("not a member yet" if mem is None else "its member is down" if st is None or st.down
+                   else "the new address answers as its member")
+            lines.append(f"{rec.name} ({rec.mongo_address} -> {host.mongo_address}, {why})")
+        else:
+            lines.append(f"{rec.name} (API {rec.api_address} -> {host.api_address})")
+        out.append(MachineRecord(rec.name, host.mongo_address, host.api_address, rec.wants_vote))
+    return out, lines, None
+
+
 def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView,
-                      down_after: float = 60.0) -> AvailabilityPlan:
-    """What ensure_availability will do. `plan.error` is set (and nothing planned) when it must refuse."""
+                      down_after: float = 60.0, answers: dict | None = None) -> AvailabilityPlan:
+    """What ensure_availability will do. `plan.error` is set (and nothing planned) when it must refuse.
+
+    answers: {pool mongo address: hello document or error text} from probing the pool, used to decide whether a
+    moved address may be repaired (see _repair).
+    """
     problem = validate_n(n)
     if problem:
         return _failed(n if isinstance(n, int) else 0, problem)
@@ -85,10 +135,9 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
         if len(reachable) < n:
             return _failed(n, f"there is no replica set yet and {n} state machines need {n} reachable hosts in "
                               f"state_machines; {len(reachable)} are reachable, {n - len(reachable)} more are needed")
-        chosen = reachable[:n]
-        plan = AvailabilityPlan(target=n, bootstrap=chosen[0].name, added=[p.name for p in chosen[1:]],
-                                records_after=[MachineRecord(p.name, p.mongo_address, p.api_address, True)
-                                               for p in chosen], changed=True)
+        # The first deployment: only the bootstrap machine is provisioned now; the records are written by the run
+        # after it has initiated the set, which then grows it like any other.
+        plan = AvailabilityPlan(target=n, bootstrap=reachable[0].name, changed=True)
         plan.messages = _report(plan)
         return plan
 
@@ -103,6 +152,14 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
     def status_of(rec: MachineRecord):
         mem = member_of(rec)
         return statuses.get(mem.id) if mem else None
+
+    known, repaired, refusal = _repair(known, pool, view, answers or {}, member_of, status_of)
+    if refusal:
+        return _failed(n, refusal)
+    clash = shared_addresses(known, "with the pool's addresses, the records of machines")
+    if clash:
+        return _failed(n, "; ".join(clash) + "; correct the inventory (or the record of the machine that left); "
+                       "nothing was changed")
 
     voters = [m for m in members_of(view.config) if m.voting]
     down_voters = [m for m in voters if statuses.get(m.id) is not None and statuses[m.id].down]
@@ -120,8 +177,8 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
 
     wanting = [r for r in known if r.wants_vote]
     if len(wanting) > n:
-        plan = AvailabilityPlan(target=len(wanting), maintained=[r.name for r in wanting], records_after=known,
-                                changed=known != records)
+        plan = AvailabilityPlan(target=len(wanting), maintained=[r.name for r in wanting], repaired=repaired,
+                                records_after=known, changed=known != records)
         plan.messages = [(f"{len(wanting)} state machines already vote, more than n={n}: ensure_availability never "
                          "reduces the count, nothing to do")] + _report(plan)
         return plan
@@ -166,7 +223,7 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
     after += [MachineRecord(name, pool_by_name[name].mongo_address, pool_by_name[name].api_address, True)
               for name in added]
     plan = AvailabilityPlan(target=n, maintained=maintained, added=added, promoted=promoted, demoted=demoted,
-                            records_after=after, changed=after != list(records))
+                            repaired=repaired, records_after=after, changed=after != list(records))
     plan.messages = _report(plan)
     return plan
 

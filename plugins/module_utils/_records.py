@@ -172,16 +172,17 @@ def parse_record_docs(docs) -> tuple[list[MachineRecord], list[str]]:
             problems.extend(found)
         else:
             records.append(record_from_doc(doc))
-    problems.extend(_shared_addresses(records, "records", lambda r: f"{r.name!r}"))
+    problems.extend(shared_addresses(records, "records"))
     return sorted(records, key=lambda r: r.name), problems
 
 
-def _shared_addresses(items, what: str, label) -> list[str]:
+def shared_addresses(items, what: str) -> list[str]:
+    """Problems for items (records or pool hosts) that share a mongo address: one address is one member."""
     owners: dict[str, list] = {}
     for item in items:
         owners.setdefault(address_key(item.mongo_address), []).append(item)
-    return [f"{what} {' and '.join(label(i) for i in same)} share the mongo address {same[0].mongo_address}; one "
-            "address is one member: give each machine its own address" for same in owners.values() if len(same) > 1]
+    return [f"{what} {' and '.join(repr(i.name) for i in same)} share the mongo address {same[0].mongo_address}; "
+            "one address is one member: give each machine its own address" for same in owners.values() if len(same) > 1]
 
 
 # -- pool entries ------------------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def parse_pool(entries: list, port: int) -> tuple[list[PoolHost], list[str]]:
         seen[host.name] = seen.get(host.name, 0) + 1
     problems += [f"pool entry name {name!r} appears {count} times; each machine must appear once in state_machines"
                  for name, count in seen.items() if count > 1]
-    problems += _shared_addresses(hosts, "pool entries", lambda h: f"{h.name!r}")
+    problems += shared_addresses(hosts, "pool entries")
     return hosts, problems
 
 
@@ -263,4 +264,4 @@ def foreign_hosts(set_name: str, config: dict | None, hellos: dict) -> list[str]
 
 __all__ = ["API_PORT", "MACHINE_TAG", "RECORDS_COLLECTION", "RECORDS_DATABASE", "AddressError", "address_key",
            "foreign_hosts", "normalise_address", "parse_address", "parse_pool", "parse_record_docs", "record_from_doc",
-           "record_problems", "record_to_doc"]
+           "record_problems", "record_to_doc", "shared_addresses"]

@@ -11,15 +11,24 @@ short_description: Plan an odd number of voting state machines and record the pl
 version_added: 0.1.0
 description:
   - Makes sure there are O(n) voting state machines, in the spirit of Juju's C(ensure-availability).
-  - Validates O(n) before connecting to anything. Reads the replica set config, its status and the machine records
-    (collection C(stateserver.machines)), then plans which machines are maintained, which are added from O(pool),
-    which new machines are promoted and which voters that have been down longer than O(down_after) seconds are
-    demoted and replaced.
+  - Validates every option, and every O(pool) entry (names unique and non-empty, addresses C(host) or
+    C(host:port) with a port from 1 to 65535, IPv6 in brackets, no two entries sharing an address), before
+    connecting to anything. Reads the replica set config, its status and the machine records (collection
+    C(stateserver.machines)), refusing records that fail validation, then plans which machines are maintained,
+    which are added from O(pool), which new machines are promoted and which voters that have been down longer than
+    O(down_after) seconds are demoted and replaced.
+  - Probes every pool host and refuses, changing nothing, when one that answers is a member of another replica set
+    (another name, or the same name without being a member of this set's config).
+  - Repairs a record whose address no longer matches O(pool) (reported in RV(repaired)), but only when its member
+    is not in the set, is down, or answers at the new address; a working member is never moved onto an address
+    that is not it.
   - When the replica set exists and the task is not in check mode, it writes the planned machine records with
     majority write concern. It never touches the replica set config; M(stateserver.ha.peergroup) applies the
     records to the set.
-  - With no replica set yet it returns RV(bootstrap), the first pool host, which must initiate a one-member set
-    (the C(stateserver.ha.mongod) role does); run the module again afterwards so the records are written.
+  - With no replica set yet (no seed answers, or every seed that answers is an uninitiated mongod) it returns
+    RV(first_deployment=true) and RV(bootstrap), the first reachable pool host, which must initiate a one-member set
+    (the C(stateserver.ha.mongod) role does); it writes nothing. Run the module again afterwards so the records are
+    written and the set grows.
   - It never reduces the number of voters. It fails, changing nothing, when a majority of the voters is down or
     the pool has too few healthy hosts.
   - When the set has no primary at the moment (an election under way) it waits up to O(server_selection_timeout)
@@ -29,9 +38,11 @@ author:
 options:
   n:
     description:
-      - Number of voting state machines wanted. Exactly V(3), V(5) or V(7); anything else fails before any
-        connection is made.
-    type: raw
+      - Number of voting state machines wanted. Exactly V(3), V(5) or V(7), as a number or a string of those digits
+        alone (so C(-e n=5) works); V(" 5"), V(+5), V(05), V(5.0) and digits of other scripts are refused, as
+        C(ensure-ha.yml) refuses them. Anything else fails before any connection is made.
+    type: int
+    choices: [3, 5, 7]
     default: 3
   pool:
     description:
@@ -69,7 +80,7 @@ options:
   down_after:
     description:
       - Seconds a voter must have been unreachable before it is demoted and replaced. A member that is merely
-        starting or syncing is never replaced.
+        starting or syncing is never replaced. A finite number, 0 or more.
     type: float
     default: 60
 extends_documentation_fragment:
@@ -152,8 +163,21 @@ bootstrap:
   returned: success
   type: str
   sample: sm1
+first_deployment:
+  description: Whether there is no replica set yet; then RV(machines) is the bootstrap machine alone and nothing was
+    written.
+  returned: success
+  type: bool
+  sample: false
+repaired:
+  description: Records whose addresses were taken from O(pool), each as name, old and new address and why it was safe.
+  returned: success
+  type: list
+  elements: str
+  sample: ["sm2 (192.0.2.12:37017 -> 192.0.2.22:37017, its member is down)"]
 machines:
-  description: Every machine the plan keeps or adds (including the bootstrap machine), which must be provisioned.
+  description: Every machine the plan keeps or adds, which must be provisioned; on a first deployment only the
+    bootstrap machine.
   returned: success
   type: list
   elements: str
@@ -177,48 +201,49 @@ msg:
   sample: "maintaining machines: sm1; adding machines: sm2, sm3"
 """
 
-import re
+import datetime
+import math
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, _load_params, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     CONNECTION_REQUIRED_TOGETHER,
+    check_connection,
     connection_argument_spec,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._availability import (
-    PoolHost,
-    plan_availability,
-)
+from ansible_collections.stateserver.ha.plugins.module_utils._availability import plan_availability
 from ansible_collections.stateserver.ha.plugins.module_utils._converge import read_settled
+from ansible_collections.stateserver.ha.plugins.module_utils._model import ReplSetView
+from ansible_collections.stateserver.ha.plugins.module_utils._records import foreign_hosts, parse_pool
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
+    NoSeedAnswered,
     ReplSet,
     ReplSetError,
-    seed_list,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_n
+from ansible_collections.stateserver.ha.plugins.module_utils._rules import VALID_N
 
-API_PORT = 17070
-
-
-def normalise_n(value):
-    """Survey answers and -e extra vars arrive as strings: "5" means 5. Anything else goes to validate_n as is."""
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    return value
+# A day: far beyond any sensible grace period, and it keeps the value a plain finite number.
+MAX_DOWN_AFTER = 86400.0
 
 
-def pool_hosts(pool: list, port: int) -> list:
-    hosts = []
-    for entry in pool:
-        address = entry.get("mongo_address") or entry.get("address")
-        if not address:
-            raise ValueError(f"pool entry {entry.get('name')!r} has neither address nor mongo_address")
-        mongo = seed_list([address], port)[0]
-        api = entry.get("api_address") or f"{mongo.rsplit(':', 1)[0]}:{API_PORT}"
-        hosts.append(PoolHost(name=entry["name"], mongo_address=mongo, api_address=api,
-                              reachable=entry.get("reachable", True)))
-    return hosts
+def n_spelling_problem(raw) -> str | None:
+    """Ansible's int type reads " 5", "+5", "05", "٥" and 5.0 as 5; ensure-ha.yml refuses them, and so does this."""
+    if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and raw in map(str, VALID_N))):
+        return (f"n must be 3, 5 or 7, written as a number or as those digits alone (an odd number of voters so votes "
+                f"cannot tie, and MongoDB allows at most 7 voting members); got n={raw!r}")
+    return None
+
+
+def option_problem(params: dict) -> str | None:
+    """The first option that Ansible's types accept but the module cannot use (ranges, spelling), or None."""
+    problem = n_spelling_problem(_load_params().get("n", params["n"]))
+    if problem:
+        return problem
+    down_after = params["down_after"]
+    if not math.isfinite(down_after) or not 0 <= down_after <= MAX_DOWN_AFTER:
+        return f"down_after must be a number of seconds from 0 to {int(MAX_DOWN_AFTER)}, got {down_after!r}"
+    return check_connection(params)
 
 
 def record_dicts(records) -> list:
@@ -226,10 +251,28 @@ def record_dicts(records) -> list:
              "wants_vote": r.wants_vote} for r in sorted(records, key=lambda r: r.name)]
 
 
+def read_state(module, rs, pool):
+    """(view, records, answers of the pool hosts). No seed answering at all means there is no set yet."""
+    params = module.params
+    try:
+        view = read_settled(rs, params["server_selection_timeout"])
+    except NoSeedAnswered:
+        view = ReplSetView(config=None, status=None, now=datetime.datetime.now(datetime.timezone.utc))  # noqa: UP017
+    answers = {}
+    if pool:
+        with ReplSet(dict(params, seeds=[p.mongo_address for p in pool])) as probe:
+            answers = probe.probe()
+    foreign = foreign_hosts(params["replica_set"], view.config, answers)
+    if foreign:
+        module.fail_json(msg="; ".join(foreign), changed=False, report=[])
+    records = rs.read_records() if view.config is not None else []
+    return view, records, answers
+
+
 def main() -> None:
     argument_spec = connection_argument_spec()
     argument_spec.update(
-        n={"type": "raw", "default": 3},
+        n={"type": "int", "default": 3, "choices": list(VALID_N)},
         pool={"type": "list", "elements": "dict", "default": [], "options": {
             "name": {"type": "str", "required": True},
             "address": {"type": "str"},
@@ -241,47 +284,43 @@ def main() -> None:
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
-    # n is checked before anything else, so a wrong n never costs (or needs) a connection.
-    n = normalise_n(module.params["n"])
-    problem = validate_n(n)
+    # Every input is checked before anything else, so a wrong one never costs (or needs) a connection.
+    problem = option_problem(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False, report=[])
-    if module.params["down_after"] < 0:
-        module.fail_json(msg=f"down_after must be 0 or more seconds, got {module.params['down_after']}",
-                         changed=False, report=[])
-    try:
-        pool = pool_hosts(module.params["pool"], module.params["port"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc), changed=False, report=[])
+    pool, problems = parse_pool(module.params["pool"], module.params["port"])
+    if problems:
+        module.fail_json(msg="the pool is not valid, so nothing was changed: " + "; ".join(problems), changed=False,
+                         report=[])
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
+    n = module.params["n"]
+    written = []
     with ReplSet(module.params) as rs:
         try:
-            view = read_settled(rs, module.params["server_selection_timeout"])
-            records = rs.read_records()
-            plan = plan_availability(n, records, pool, view, module.params["down_after"])
+            view, records, answers = read_state(module, rs, pool)
+            plan = plan_availability(n, records, pool, view, module.params["down_after"], answers)
             if plan.error:
                 module.fail_json(msg=plan.error, changed=False, report=list(plan.messages))
-            written = []
             if view.config is not None and not module.check_mode:
                 written = rs.write_records(records, plan.records_after)
         except ReplSetError as exc:
             module.fail_json(msg=str(exc), changed=bool(getattr(exc, "written", None)), report=[])
 
-    records_changed = record_dicts(records) != record_dicts(plan.records_after)
-    machines = list(plan.maintained) + list(plan.added)
-    if plan.bootstrap and plan.bootstrap not in machines:
-        machines.insert(0, plan.bootstrap)
+    first = view.config is None
+    machines = [plan.bootstrap] if first else list(plan.maintained) + list(plan.added)
     report = list(plan.messages)
     result = {
-        "changed": bool(plan.changed or records_changed or written),
+        "changed": bool(plan.changed or written or record_dicts(records) != record_dicts(plan.records_after)),
         "target": plan.target,
         "maintained": list(plan.maintained),
         "added": list(plan.added),
         "promoted": list(plan.promoted),
         "demoted": list(plan.demoted),
+        "repaired": list(plan.repaired),
         "bootstrap": plan.bootstrap,
+        "first_deployment": first,
         "machines": machines,
         "report": report,
         "records": record_dicts(plan.records_after),

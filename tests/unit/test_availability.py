@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils._availability import PoolHost, plan_availability
-from fixtures import DOWN, PRIMARY, STARTUP2, config, member, rec, view
+from fixtures import DOWN, PRIMARY, STARTUP2, addr, config, member, rec, view
 
 POOL = [PoolHost(x, f"10.0.0.{i}:37017", f"10.0.0.{i}:17070") for i, x in enumerate("abcdefg")]
 
@@ -22,17 +22,16 @@ def test_bad_count_is_refused(n):
     assert plan.error and "3, 5 or 7" in plan.error and not plan.changed and not plan.added
 
 
-def test_bootstrap_on_first_pool_host():
+def test_first_deployment_bootstraps_the_first_pool_host_and_records_nothing():
     plan = plan_availability(3, [], POOL, view(None))
-    assert plan.bootstrap == "a" and plan.added == ["b", "c"] and plan.changed
-    assert [r.name for r in plan.records_after] == ["a", "b", "c"]
-    assert plan.messages == ["bootstrapping machine: a", "adding machines: b, c"]
+    assert plan.bootstrap == "a" and plan.added == [] and plan.changed and plan.records_after == []
+    assert plan.messages == ["bootstrapping machine: a"]
 
 
 def test_bootstrap_skips_unreachable_hosts():
     pool = [PoolHost("a", "x:1", "x:2", reachable=False)] + POOL[1:]
     plan = plan_availability(3, [], pool, view(None))
-    assert plan.bootstrap == "b" and plan.added == ["c", "d"]
+    assert plan.bootstrap == "b" and plan.added == []
 
 
 def test_bootstrap_with_too_few_hosts_says_how_many_more():
@@ -107,3 +106,69 @@ def test_replanning_the_result_is_a_no_op():
     plan = plan_availability(5, RECORDS3, POOL, view(three(), {0: PRIMARY}))
     again = plan_availability(5, plan.records_after, POOL, view(three(), {0: PRIMARY}))
     assert not again.changed and again.added == []
+
+
+# -- repairs of addresses the inventory changed (issue 12) ---------------------------------------------------------
+
+MOVED = [PoolHost("a", addr(0), "10.0.0.0:17070"), PoolHost("b", addr(1), "10.0.0.1:17070"),
+         PoolHost("c", "10.0.9.9:37017", "10.0.9.9:17070")] + POOL[3:]
+
+
+def test_a_moved_address_of_a_down_member_is_repaired():
+    plan = plan_availability(3, RECORDS3, MOVED, view(three(), {0: PRIMARY, 2: DOWN}, {2: 10}))
+    assert not plan.error and plan.changed
+    assert {r.name: r.mongo_address for r in plan.records_after}["c"] == "10.0.9.9:37017"
+    assert plan.repaired == [f"c ({addr(2)} -> 10.0.9.9:37017, its member is down)"]
+    assert plan.messages[0] == f"repairing the address of machine c ({addr(2)} -> 10.0.9.9:37017, its member is down)"
+    again = plan_availability(3, plan.records_after, MOVED, view(three(), {0: PRIMARY, 2: DOWN}, {2: 10}))
+    assert not again.changed and again.repaired == []
+
+
+def test_a_healthy_member_is_never_moved_to_an_address_that_is_not_it():
+    """Issue 12: a record's mongo_address changed to a dead host moved a healthy voter onto it."""
+    for answer in (None, "connection refused", {"isWritablePrimary": False}, {"setName": "stateserver", "me": "x:1"}):
+        plan = plan_availability(3, RECORDS3, MOVED, view(three(), {0: PRIMARY}), answers={"10.0.9.9:37017": answer})
+        assert plan.error and "machine c" in plan.error and "10.0.9.9:37017" in plan.error
+        assert "nothing was changed" in plan.error and not plan.changed and plan.records_after == []
+
+
+def test_a_healthy_member_answering_at_its_new_address_is_repaired():
+    hello = {"setName": "stateserver", "me": addr(2), "secondary": True}
+    plan = plan_availability(3, RECORDS3, MOVED, view(three(), {0: PRIMARY}), answers={"10.0.9.9:37017": hello})
+    assert not plan.error and plan.repaired == [f"c ({addr(2)} -> 10.0.9.9:37017, the new address answers as its member)"]
+
+
+def test_a_record_that_is_not_a_member_yet_is_repaired():
+    cfg = config([member(0, "a"), member(1, "b")])
+    plan = plan_availability(3, RECORDS3, MOVED, view(cfg, {0: PRIMARY}))
+    assert not plan.error and "c" in plan.repaired[0] and "not a member yet" in plan.repaired[0]
+
+
+def test_a_changed_api_address_is_repaired():
+    pool = [PoolHost("a", addr(0), "10.0.0.0:9999")] + POOL[1:]
+    plan = plan_availability(3, RECORDS3, pool, view(three(), {0: PRIMARY}))
+    assert plan.repaired == ["a (API 10.0.0.0:17070 -> 10.0.0.0:9999)"] and plan.changed
+    assert {r.name: r.api_address for r in plan.records_after}["a"] == "10.0.0.0:9999"
+
+
+def test_a_repair_onto_another_machines_address_is_refused():
+    records = RECORDS3 + [rec("d", 3, False)]
+    pool = [PoolHost("a", addr(0), "10.0.0.0:17070"), PoolHost("b", addr(1), "10.0.0.1:17070"),
+            PoolHost("c", addr(3), "10.0.0.3:17070")]
+    plan = plan_availability(3, records, pool, view(three(), {0: PRIMARY, 2: DOWN}, {2: 5}))
+    assert plan.error and "'c' and 'd'" in plan.error and not plan.changed
+
+
+def test_records_of_deleted_voters_are_written_again():
+    """Issue 12: deleting the records of 2 of 3 voters; the members' tags give them back."""
+    plan = plan_availability(3, [rec("a", 0)], POOL, view(three(), {0: PRIMARY}))
+    assert not plan.error and plan.added == [] and plan.maintained == ["a", "b", "c"]
+    assert {r.name: (r.mongo_address, r.wants_vote) for r in plan.records_after} == {
+        "a": (addr(0), True), "b": (addr(1), True), "c": (addr(2), True)}
+
+
+def test_adopted_records_are_valid_records():
+    from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_record_docs, record_to_doc
+
+    plan = plan_availability(3, [], [], view(three(), {0: PRIMARY}))
+    assert parse_record_docs([record_to_doc(r) for r in plan.records_after])[1] == []

@@ -97,8 +97,8 @@ def test_availability_never_shrinks_and_targets_odd(n, voters, spares):
     names = [f"m{i}" for i in range(voters)]
     cfg = config([member(i, names[i]) for i in range(voters)])
     records = [rec(x, i) for i, x in enumerate(names)]
-    pool = [PoolHost(x, f"10.0.0.{i}:37017", "") for i, x in enumerate(names)]
-    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", "") for j in range(spares)]
+    pool = [PoolHost(x, f"10.0.0.{i}:37017", f"10.0.0.{i}:17070") for i, x in enumerate(names)]
+    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", f"10.0.1.{j}:17070") for j in range(spares)]
     plan = plan_availability(n, records, pool, view(cfg, {0: PRIMARY}))
     wanting = [r for r in plan.records_after if r.wants_vote]
     if plan.error:
@@ -214,8 +214,8 @@ def test_availability_replanning_its_own_result_changes_nothing(n, voters, spare
     names = [f"m{i}" for i in range(voters)]
     cfg = config([member(i, names[i]) for i in range(voters)])
     records = [rec(x, i) for i, x in enumerate(names)]
-    pool = [PoolHost(x, f"10.0.0.{i}:37017", "") for i, x in enumerate(names)]
-    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", "") for j in range(spares)]
+    pool = [PoolHost(x, f"10.0.0.{i}:37017", f"10.0.0.{i}:17070") for i, x in enumerate(names)]
+    pool += [PoolHost(f"s{j}", f"10.0.1.{j}:37017", f"10.0.1.{j}:17070") for j in range(spares)]
     down = {i for i in range(1, voters) if data.draw(st.booleans())}
     since = {i: data.draw(st.sampled_from([5, 600])) for i in down}
     v = view(cfg, {0: PRIMARY, **{i: DOWN for i in down}}, since)
