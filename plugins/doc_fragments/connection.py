@@ -10,19 +10,23 @@ class ModuleDocFragment:
 options:
   replica_set:
     description:
-      - Name of the replica set of the state machines (pymongo C(replicaSet)).
+      - Name of the replica set of the state machines (pymongo C(replicaSet)); not empty, no spaces or V(/).
     type: str
     default: stateserver
   port:
     description:
-      - Port used for every seed that does not name its own port.
+      - Port used for every seed that does not name its own port, from 1 to 65535.
     type: int
     default: 37017
   seeds:
     description:
-      - Members to discover the replica set through, each V(host) or V(host:port).
+      - Members to discover the replica set through, each V(host), V(host:port), an IPv6 address or
+        V([IPv6]:port). Anything else (an empty entry, spaces inside, a port outside 1..65535) is refused before
+        any connection is made.
       - Any reachable member is enough; the module finds the primary itself, so the task may run on any host
         and with C(run_once).
+      - Seeds are probed in parallel. A seed where nothing listens (a spare without mongod) refuses at once and
+        costs nothing; a host that does not answer at all costs one second, once.
     type: list
     elements: str
     default: [localhost]
@@ -64,6 +68,7 @@ options:
   server_selection_timeout:
     description:
       - Seconds to wait for a suitable member on each operation (pymongo C(serverSelectionTimeoutMS) / 1000).
+      - A number greater than 0 and at most 86400.
     type: float
     default: 10.0
 requirements:

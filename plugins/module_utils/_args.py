@@ -12,19 +12,18 @@ values with the same message before it connects anywhere.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
+
+from ansible_collections.stateserver.ha.plugins.module_utils._records import (
+    AddressError,
+    normalise_address,
+)
 
 DEFAULT_REPLICA_SET = "stateserver"
 DEFAULT_PORT = 37017
 # Longer than any sensible wait; beyond it pymongo's and the OS's timers overflow.
 MAX_SECONDS = 86400.0
-
-# RFC 1123 host names (underscores allowed, as container and lab names use them), or dotted IPv4.
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
-_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 
 
 def connection_argument_spec() -> dict:
@@ -54,46 +53,15 @@ def connection_defaults() -> dict:
 CONNECTION_REQUIRED_TOGETHER = [["login_user", "login_password"]]
 
 
-def _port(text: str, what: str) -> int:
-    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{what} has port {text!r}; a port is a number from 1 to 65535")
-    return int(text)
-
-
 def host_port(text, default_port: int, what: str = "address") -> str:
     """'host', 'host:port', an IPv6 literal or '[v6]:port' as canonical 'host:port' ('[v6]:port').
 
-    Raises ValueError naming `what`, the value and what is valid. The default port completes an address without one.
+    Raises ValueError naming `what` and saying what is wrong (the one address syntax: _records.parse_address).
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{what} is empty ({text!r}); give host or host:port")
-    value = text.strip()
-    if value.startswith("["):
-        inner, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{what} {text!r} is not [IPv6] or [IPv6]:port")
-        port = _port(rest[1:], f"{what} {text!r}") if rest else default_port
-        host = inner
-        if not _is_ipv6(host):
-            raise ValueError(f"{what} {text!r} has {host!r} in brackets, which is not an IPv6 address")
-        return f"[{host}]:{port}"
-    if value.count(":") > 1:
-        if not _is_ipv6(value):
-            raise ValueError(f"{what} {text!r} is neither host:port nor an IPv6 address; write IPv6 as [addr]:port")
-        return f"[{value}]:{default_port}"
-    host, sep, port_text = value.partition(":")
-    port = _port(port_text, f"{what} {text!r}") if sep else default_port
-    if not _HOSTNAME.fullmatch(host) or len(host) > 253:
-        raise ValueError(f"{what} {text!r} has host {host!r}, which is not a host name or IP address")
-    return f"{host}:{port}"
-
-
-def _is_ipv6(text: str) -> bool:
     try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+        return normalise_address(text.strip() if isinstance(text, str) else text, default_port)
+    except AddressError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def check_seconds(value, name: str) -> str | None:

@@ -5,9 +5,28 @@
 # Do not use this from other collections or standalone plugins/modules!
 """The convergence loop of peergroup: plan from observed state, send one step, wait until the set is ready, repeat.
 
-This is the only place in the collection that sleeps. The clock is time.monotonic() with a hard deadline; waits back
-off from 2 s, doubling, capped. Readiness is a pure predicate over a replSetGetStatus document. Check mode plans
-the whole sequence (assuming every member becomes ready) and sends nothing.
+This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(); waits back off
+from the set's own heartbeat interval (settings.heartbeatIntervalMillis), doubling, capped at a few heartbeats, and
+start again from one heartbeat after progress: a reconfig propagates in about one heartbeat, so an even voter count
+in the middle of a growth is held no longer than the next member's readiness needs. Readiness is a pure predicate
+over a replSetGetStatus document. Check mode plans the whole sequence (assuming every member becomes ready) and
+sends nothing.
+
+How each refusal mongod sends is handled (codes from its error_codes.yml):
+  74 NodeNotFound, 109 ConfigurationInProgress, 117 ConflictingOperationInProgress, 308
+  CurrentConfigNotCommittedYet: back off, re-read, re-plan, within the deadline.
+  104 NodeNotElectable (the primary changed since the read): re-read at once; the plan steps the new primary down
+  first when it must lose its vote.
+  103 NewReplicaSetConfigurationIncompatible: re-read the config version. Moved: another run reconfigured first,
+  re-plan. Not moved: mongod refuses this config for a reason the client-side checks missed: fail at once with the
+  server's words (retrying would only repeat the refusal until the timeout).
+  10107 NotWritablePrimary, 189 PrimarySteppedDown, 11602 InterruptedDueToReplStateChange, 50 MaxTimeMSExpired
+  (installed, not yet on a majority), a dropped connection: the outcome is unknown; the config is re-read, the step counted only if it landed, and never sent again blindly.
+
+Two runs at once are harmless by design: every step is computed from the config it was read from and carries that
+config's version + 1, and mongod installs a non-force reconfig only when its version is greater than the current
+one, so a step planned from a config that another run has already changed is refused (103, 109 or 117) and
+re-planned from the new config. Every installed config is therefore one safe step from the one before it.
 """
 
 from __future__ import annotations
@@ -15,27 +34,40 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ansible_collections.stateserver.ha.plugins.module_utils._model import MachineRecord
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     PeerGroupError,
     convergence_report,
     plan_steps,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
-    MACHINE_TAG,
+    ConfigIncompatible,
+    PrimaryChanged,
     ReplSetError,
     TransientError,
+    same_members,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import (
     validate_reconfig,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._status import member_states
 
-PRIMARY, SECONDARY = 1, 2
-INITIAL_DELAY = 2.0
+PRIMARY = 1
+# mongod's default settings.heartbeatIntervalMillis, for a config that does not say.
+DEFAULT_HEARTBEAT = 2.0
+# Waits grow to at most this many heartbeats (and never beyond MAX_DELAY seconds).
+CAP_HEARTBEATS = 4
 MAX_DELAY = 16.0
+# A reconfig's own server-side wait (maxTimeMS) for the previous config to commit.
+MAX_RECONFIG_WAIT = 60.0
 
 
 class PlanError(ReplSetError):
-    """A planned step would be rejected by MongoDB; nothing was sent."""
+    """A planned step would be rejected by MongoDB, or was; nothing more was sent."""
+
+
+class RecordsMismatch(ReplSetError):
+    """The records peergroup was given are not the stored ones; nothing was sent."""
 
 
 @dataclass
@@ -64,7 +96,7 @@ class Outcome:
         }
 
 
-class ConvergeTimeout(Exception):
+class ConvergeTimeout(ReplSetError):
     """The set did not converge before the deadline; carries the partial outcome."""
 
     def __init__(self, message: str, outcome: Outcome) -> None:
@@ -72,13 +104,41 @@ class ConvergeTimeout(Exception):
         self.outcome = outcome
 
 
-class Backoff:
-    """Delays of 2 s, 4 s, 8 s ... capped; reset after progress."""
+class Deadline:
+    """A bounded clock: time.monotonic() with a hard end. pause() is the loop's only sleep and never overshoots."""
 
-    def __init__(self, initial: float = INITIAL_DELAY, cap: float = MAX_DELAY) -> None:
+    def __init__(self, timeout: float, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+        self.start = clock()
+        self.end = self.start + timeout
+
+    def elapsed(self) -> float:
+        return self._clock() - self.start
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - self._clock())
+
+    def expired(self) -> bool:
+        return self._clock() >= self.end
+
+    def pause(self, seconds: float) -> None:
+        self._sleep(min(seconds, self.remaining()))
+
+
+class Backoff:
+    """Delays from `initial`, doubling, capped; reset after progress."""
+
+    def __init__(self, initial: float = DEFAULT_HEARTBEAT, cap: float = MAX_DELAY) -> None:
         self.initial = initial
-        self.cap = cap
+        self.cap = max(cap, initial)
         self.current = initial
+
+    @classmethod
+    def for_heartbeat(cls, interval: float) -> Backoff:
+        """Start at one heartbeat, grow to CAP_HEARTBEATS of them (at most MAX_DELAY s)."""
+        return cls(initial=interval, cap=min(MAX_DELAY, interval * CAP_HEARTBEATS))
 
     def next(self) -> float:
         delay = self.current
@@ -87,6 +147,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.current = self.initial
+
+
+def heartbeat_interval(config: dict | None, status: dict | None = None) -> float:
+    """Seconds between the set's heartbeats: the config's settings, else what replSetGetStatus reports."""
+    millis = ((config or {}).get("settings") or {}).get("heartbeatIntervalMillis") \
+        or (status or {}).get("heartbeatIntervalMillis")
+    try:
+        seconds = float(millis) / 1000 if millis else DEFAULT_HEARTBEAT
+    except (TypeError, ValueError):
+        return DEFAULT_HEARTBEAT
+    return seconds if 0 < seconds <= MAX_DELAY else DEFAULT_HEARTBEAT
 
 
 # -- pure readiness predicates over a replSetGetStatus document ---------------------------------------------------
@@ -134,38 +205,26 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
 # -- summaries for the module result ------------------------------------------------------------------------------
 
 def member_docs(config: dict | None) -> list[dict]:
-    """The member documents of a config, reduced to what peergroup manages (for diff and results)."""
+    """The member documents of a config, reduced to what peergroup manages (for diff)."""
     docs = []
     for m in sorted((config or {}).get("members", []), key=lambda m: m["_id"]):
+        votes = int(m.get("votes", 1))
         docs.append({
             "_id": int(m["_id"]),
             "host": m["host"],
-            "votes": int(m.get("votes", 1)),
-            "priority": float(m.get("priority", 1.0)),
+            "votes": votes,
+            "priority": float(m.get("priority", 1.0 if votes else 0.0)),
             "tags": dict(m.get("tags") or {}),
         })
     return docs
 
 
 def member_summary(config: dict | None, status: dict | None) -> list[dict]:
-    states = {m["name"]: m for m in (status or {}).get("members", [])}
-    out = []
-    for doc in member_docs(config):
-        st = states.get(doc["host"], {})
-        out.append({
-            "member_id": doc["_id"],
-            "host": doc["host"],
-            "machine": doc["tags"].get(MACHINE_TAG),
-            "votes": doc["votes"],
-            "priority": doc["priority"],
-            "state": st.get("stateStr", "UNKNOWN"),
-            "health": int(st.get("health", 0)),
-        })
-    return out
+    return [m.summary() for m in member_states(config, status)]
 
 
 def voter_names(config: dict | None) -> list[str]:
-    return sorted(d["tags"].get(MACHINE_TAG) or d["host"] for d in member_docs(config) if d["votes"] > 0)
+    return sorted(m.machine or m.host for m in member_states(config, None) if m.votes > 0)
 
 
 def _step_dict(step, version: int) -> dict:
@@ -179,6 +238,28 @@ def _member_host(config: dict | None, member_id: int) -> str | None:
     return None
 
 
+def _not_initiated(rs) -> ReplSetError:
+    return ReplSetError(f"the replica set {rs.set_name!r} is not initiated yet; bootstrap it first (ensure_availability "
+                        "returns the bootstrap machine)")
+
+
+def record_dicts(records: list[MachineRecord]) -> list[dict]:
+    """Records in the shape ensure_availability returns them (RV records) and peergroup's `records` takes them."""
+    return [{"name": r.name, "mongo_address": r.mongo_address, "api_address": r.api_address,
+             "wants_vote": r.wants_vote} for r in sorted(records, key=lambda r: r.name)]
+
+
+def records_mismatch(given: list[MachineRecord], stored: list[MachineRecord]) -> str | None:
+    """None when `given` equals the stored records, else a message naming the machines that differ."""
+    mine, theirs = {r.name: r for r in given}, {r.name: r for r in stored}
+    differ = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+    if not differ:
+        return None
+    return (f"the records given to peergroup differ from the stored ones for {', '.join(differ)}; they must be what "
+            "ensure_availability wrote (pass its `records` result, run in the same mode), or leave `records` out; "
+            "nothing was changed")
+
+
 # -- the loop -----------------------------------------------------------------------------------------------------
 
 def read_settled(rs, timeout: float, clock=time.monotonic, sleep=time.sleep):
@@ -188,31 +269,34 @@ def read_settled(rs, timeout: float, clock=time.monotonic, sleep=time.sleep):
     After the timeout the last view is returned as it is (a set that lost its majority stays without a primary, and
     the planner explains that); when the set could not be read at all the last error is raised.
     """
-    deadline = clock() + timeout
-    backoff = Backoff()
+    deadline = Deadline(timeout, clock, sleep)
+    backoff = None
     while True:
         try:
             view = rs.read_view()
             if view.config is None or primary_host(view.status) is not None:
                 return view
             error = None
+            backoff = backoff or Backoff.for_heartbeat(heartbeat_interval(view.config, view.status))
         except TransientError as exc:
             view, error = None, exc
-        now = clock()
-        if now >= deadline:
+        if deadline.expired():
             if error is not None:
                 raise error
             return view
-        sleep(min(backoff.next(), deadline - now))
+        deadline.pause((backoff or Backoff()).next())
 
 
-def plan_only(rs) -> Outcome:
-    """Check mode: the whole planned sequence, assuming every member becomes ready; nothing is sent."""
+def plan_only(rs, records: list[MachineRecord] | None = None) -> Outcome:
+    """Check mode: the whole planned sequence, assuming every member becomes ready; nothing is sent.
+
+    `records` are the records the plan is for (those ensure_availability would write); None plans from the stored.
+    """
     view = rs.read_view()
     if view.config is None:
-        raise ReplSetError(f"the replica set {rs.set_name!r} is not initiated yet; bootstrap it first (ensure_availability "
-                           "returns the bootstrap machine)")
-    records = rs.read_records()
+        raise _not_initiated(rs)
+    if records is None:
+        records = rs.read_records()
     try:
         steps = plan_steps(view, records, assume_ready=True)
     except PeerGroupError as exc:
@@ -229,51 +313,83 @@ def plan_only(rs) -> Outcome:
     return outcome
 
 
-def converge(rs, timeout: float, clock=time.monotonic, sleep=time.sleep) -> Outcome:
-    """Apply planned steps one at a time until the set converges; raise ConvergeTimeout at the deadline."""
-    start = clock()
-    deadline = start + timeout
-    backoff = Backoff()
+def converge(rs, timeout: float, clock=time.monotonic, sleep=time.sleep,
+             records: list[MachineRecord] | None = None) -> Outcome:
+    """Apply planned steps one at a time until the set converges; raise ConvergeTimeout at the deadline.
+
+    `records`, when given, must equal the stored records (RecordsMismatch otherwise, before anything is sent): the
+    check-mode plan made from them is then the plan this run carries out.
+    """
+    deadline = Deadline(timeout, clock, sleep)
     view = rs.read_view()
     if view.config is None:
-        raise ReplSetError(f"the replica set {rs.set_name!r} is not initiated yet; bootstrap it first (ensure_availability "
-                           "returns the bootstrap machine)")
-    outcome = Outcome(before=view.config, after=view.config, status=view.status)
-    # Members already down when we start are not waited for (the plan may be replacing them); every member that
-    # is up now, or that we add, must stay up between steps.
-    expect_up = healthy_hosts(view.status)
-
-    def wait(reasons: list[str]) -> None:
-        now = clock()
-        outcome.reasons = reasons
-        outcome.elapsed = now - start
-        if now >= deadline:
-            raise ConvergeTimeout(
-                f"the replica set did not converge within {timeout}s; not converged: "
-                f"{'; '.join(reasons) or 'unknown'}; {len(outcome.steps)} step(s) were applied", outcome)
-        sleep(min(backoff.next(), deadline - now))
-
-    try:
-        return _loop(rs, outcome, expect_up, wait, backoff, clock, start)
-    except ReplSetError as exc:
-        # Report what was applied before the failure with it.
-        exc.outcome = outcome
-        raise
+        raise _not_initiated(rs)
+    if records is not None:
+        problem = records_mismatch(records, rs.read_records())
+        if problem:
+            raise RecordsMismatch(problem)
+    return _Loop(rs, view, deadline).run()
 
 
-def _loop(rs, outcome: Outcome, expect_up: set, wait, backoff: Backoff, clock, start: float) -> Outcome:
-    while True:
+class _Loop:
+    """One peergroup run: the outcome so far, the members that must stay up, the deadline and the backoff."""
+
+    def __init__(self, rs, view, deadline: Deadline) -> None:
+        self.rs = rs
+        self.deadline = deadline
+        self.outcome = Outcome(before=view.config, after=view.config, status=view.status)
+        # Members already down when we start are not waited for (the plan may be replacing them); every member that
+        # is up now, or that we add, must stay up between steps.
+        self.expect_up = healthy_hosts(view.status)
+        self.backoff = Backoff.for_heartbeat(heartbeat_interval(view.config, view.status))
+        # A step whose reconfig was interrupted: counted once a re-read shows it landed, never sent again.
+        self.pending = None
+
+    def run(self) -> Outcome:
         try:
-            view = rs.read_view()
-            records = rs.read_records()
+            while True:
+                if self._once():
+                    return self.outcome
+        except ReplSetError as exc:
+            # Report what was applied before the failure with it.
+            exc.outcome = self.outcome
+            raise
+
+    def wait(self, reasons: list[str]) -> None:
+        self.outcome.reasons = reasons
+        self.outcome.elapsed = self.deadline.elapsed()
+        if self.deadline.expired():
+            raise ConvergeTimeout(
+                f"the replica set did not converge within {self.deadline.timeout}s; not converged: "
+                f"{'; '.join(reasons) or 'unknown'}; {len(self.outcome.steps)} step(s) were applied", self.outcome)
+        self.deadline.pause(self.backoff.next())
+
+    def applied(self, step, config: dict | None) -> None:
+        version = int((config or self.outcome.after or {}).get("version", 0))
+        self.outcome.steps.append(_step_dict(step, version))
+        host = _member_host(config, step.member_id)
+        if host and step.action in ("add", "update_address"):
+            self.expect_up.add(host)
+        self.backoff.reset()
+
+    def _once(self) -> bool:
+        """One read-plan-send round; True once converged."""
+        try:
+            view = self.rs.read_view()
+            records = self.rs.read_records()
         except TransientError as exc:
-            wait([str(exc)])
-            continue
-        outcome.after, outcome.status = view.config, view.status
-        reasons = not_ready(view.status, expect_up)
+            self.wait([str(exc)])
+            return False
+        self.outcome.after, self.outcome.status = view.config, view.status
+        if self.pending is not None:
+            step, sent = self.pending
+            self.pending = None
+            if same_members(view.config, sent) and int(view.config.get("version", 0)) >= int(sent["version"]):
+                self.applied(step, sent)
+        reasons = not_ready(view.status, self.expect_up)
         if reasons:
-            wait(reasons)
-            continue
+            self.wait(reasons)
+            return False
         try:
             steps = plan_steps(view, records, assume_ready=False)
         except PeerGroupError as exc:
@@ -281,32 +397,54 @@ def _loop(rs, outcome: Outcome, expect_up: set, wait, backoff: Backoff, clock, s
         if not steps:
             converged, reasons = convergence_report(view, records)
             if converged:
-                outcome.converged, outcome.reasons, outcome.elapsed = True, [], clock() - start
-                return outcome
-            wait(reasons or ["waiting for members to become ready"])
-            continue
-        step = steps[0]
+                self.outcome.converged, self.outcome.reasons = True, []
+                self.outcome.elapsed = self.deadline.elapsed()
+                return True
+            self.wait(reasons or ["waiting for members to become ready"])
+            return False
+        self._send(steps[0], view)
+        return False
+
+    def _send(self, step, view) -> None:
+        base = int(view.config.get("version", 0))
         try:
             if step.action == "step_down":
-                rs.step_down()
-                outcome.steps.append(_step_dict(step, int(view.config.get("version", 0))))
-                backoff.reset()
-                continue
+                self.rs.step_down()
+                self.applied(step, view.config)
+                return
             errors = validate_reconfig(view.config, step.config)
             if errors:
                 raise PlanError(f"refusing to send the {step.action} step for machine {step.machine}: "
                                 f"MongoDB would reject it: {'; '.join(errors)}")
-            applied = rs.reconfig(step.config)
+            landed = self.rs.reconfig(step.config, max_time=min(MAX_RECONFIG_WAIT, max(1.0, self.deadline.remaining())))
+        except PrimaryChanged as exc:
+            # Re-read after one heartbeat: the election that moved the primary has settled by then or shows.
+            self.backoff.reset()
+            self.wait([str(exc)])
+            return
+        except ConfigIncompatible as exc:
+            self._incompatible(exc, step, base)
+            return
         except TransientError as exc:
-            wait([str(exc)])
-            continue
-        if applied:
-            outcome.steps.append(_step_dict(step, int(step.config.get("version", 0))))
-            host = _member_host(step.config, step.member_id)
-            if host and step.action in ("add", "update_address"):
-                expect_up.add(host)
-            backoff.reset()
+            self.wait([str(exc)])
+            return
+        if landed:
+            self.applied(step, step.config)
         else:
-            # The outcome was unknown and the re-read config is not the one sent: plan again from what is there.
-            wait([(f"reconfig to version {step.config.get('version')} for machine {step.machine} "
-                   "was interrupted and is not installed")])
+            self.pending = (step, step.config)
+            self.wait([(f"reconfig to version {step.config.get('version')} for machine {step.machine} was interrupted "
+                       "and is not installed (yet); re-reading before planning again")])
+
+    def _incompatible(self, exc: ConfigIncompatible, step, base: int) -> None:
+        try:
+            now = self.rs.config_version()
+        except TransientError:
+            now = None
+        if now is None or now != base:
+            # Someone else reconfigured since our read (or we cannot tell yet): plan again from what is there.
+            self.backoff.reset()
+            self.wait([(f"the config moved from version {base} to {now if now is not None else 'unknown'} while the "
+                       f"{step.action} step for machine {step.machine} was sent; planning again")])
+            return
+        raise PlanError(f"MongoDB refused the {step.action} step for machine {step.machine} (config version {base} to "
+                        f"{exc.version}): {exc.errmsg}; nothing more was sent")

@@ -42,13 +42,16 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     MachineRecord,
     ReplSetView,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._records import (
+    RECORDS_COLLECTION,
+    RECORDS_DATABASE,
+    parse_record_docs,
+    record_to_doc,
+)
 
-MACHINE_TAG = "stateserver-machine"
 # Seconds to wait for a TCP connection to a seed while probing: loopback and a LAN answer in milliseconds, and a
 # refusal (no mongod) comes back at once; only an unreachable host costs this much, once, in parallel.
 PROBE_CONNECT_TIMEOUT = 1.0
-RECORDS_DATABASE = "stateserver"
-RECORDS_COLLECTION = "machines"
 
 # Server error codes that mean "the primary changed under us": the outcome of the operation is unknown.
 _STATE_CHANGE_CODES = frozenset({
@@ -59,13 +62,18 @@ _STATE_CHANGE_CODES = frozenset({
     11602,  # InterruptedDueToReplStateChange
     13435,  # NotPrimaryNoSecondaryOk
 })
-# Reconfig refusals that go away by themselves: re-read, back off and plan again.
-_TRANSIENT_RECONFIG_CODES = frozenset({
-    74,   # NodeNotFound: quorum check could not reach a (new) member yet
-    103,  # NewReplicaSetConfigurationIncompatible: someone else reconfigured first (version raced)
-    109,  # ConfigurationInProgress
-    308,  # CurrentConfigNotCommittedYet
-})
+# Reconfig refusals that clear by themselves: re-read the set, back off, plan again (mongod's codes).
+_RETRY_RECONFIG_CODES = {
+    74: "NodeNotFound",                     # quorum check: a member the new config needs did not answer
+    109: "ConfigurationInProgress",         # the previous config is being installed
+    117: "ConflictingOperationInProgress",  # another reconfig (another run) is under way
+    308: "CurrentConfigNotCommittedYet",    # the previous config is not on a majority yet
+}
+_MAX_TIME_EXPIRED = 50
+# The node we sent to would not be electable under the new config: the primary changed since we read the set.
+_NODE_NOT_ELECTABLE = 104
+# The new config does not follow from the current one: a concurrent reconfig moved the version, or a real refusal.
+_INCOMPATIBLE = 103
 _NOT_INITIATED_CODES = frozenset({
     93,   # InvalidReplicaSetConfig (old servers before initiate)
     94,   # NotYetInitialized
@@ -77,7 +85,42 @@ class ReplSetError(Exception):
 
 
 class TransientError(ReplSetError):
-    """The operation did not happen or its outcome is unknown; re-read the set and plan again."""
+    """The operation did not happen or its outcome is unknown; re-read the set and plan again.
+
+    `code` is the server's error code when the server refused (None for a connection failure).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PrimaryChanged(TransientError):
+    """The primary the plan was made for is not the primary any more (NodeNotElectable): re-read and re-plan."""
+
+
+class ConfigIncompatible(ReplSetError):
+    """mongod refused a reconfig that passed the client-side checks (NewReplicaSetConfigurationIncompatible).
+
+    Either another reconfig moved the config version since it was read (re-plan), or the server knows better than
+    the checks (fail with its words). `version` is the version the refused config carried, `errmsg` the server's.
+    """
+
+    def __init__(self, message: str, version: int, errmsg: str) -> None:
+        super().__init__(message)
+        self.version = version
+        self.errmsg = errmsg
+
+
+class InvalidRecords(ReplSetError):
+    """Machine records fail validation: acting on them would be guessing. Carries the valid records and the problems."""
+
+    def __init__(self, problems: list[str], records: list[MachineRecord]) -> None:
+        super().__init__(
+            f"the machine records in {RECORDS_DATABASE}.{RECORDS_COLLECTION} are not valid, so nothing was changed: "
+            + "; ".join(problems))
+        self.problems = problems
+        self.records = records
 
 
 class NoSeedAnswered(ReplSetError):
@@ -135,24 +178,6 @@ def _code(exc: Exception) -> int | None:
 
 def _is_state_change(exc: Exception) -> bool:
     return isinstance(exc, AutoReconnect) or (isinstance(exc, OperationFailure) and _code(exc) in _STATE_CHANGE_CODES)
-
-
-def record_to_doc(record: MachineRecord) -> dict:
-    return {
-        "_id": record.name,
-        "mongo_address": record.mongo_address,
-        "api_address": record.api_address,
-        "wants_vote": bool(record.wants_vote),
-    }
-
-
-def record_from_doc(doc: dict) -> MachineRecord:
-    return MachineRecord(
-        name=str(doc["_id"]),
-        mongo_address=str(doc.get("mongo_address") or ""),
-        api_address=str(doc.get("api_address") or ""),
-        wants_vote=bool(doc.get("wants_vote", True)),
-    )
 
 
 def same_members(a: dict | None, b: dict | None) -> bool:
@@ -227,10 +252,32 @@ class ReplSet:
         with ThreadPoolExecutor(max_workers=max(1, min(len(self.seeds), 16))) as pool:
             return dict(zip(self.seeds, pool.map(self._probe_one, self.seeds)))
 
+    def too_stale(self, hosts: list[str]) -> frozenset:
+        """The hosts among `hosts` that say they are too stale to catch up.
+
+        Only the member itself knows: it is RECOVERING to everyone else, and its own replSetGetStatus carries
+        tooStale: true (mongod's maintenance mode after its sync sources' oplogs moved past it). Asked directly
+        and in parallel; a host that cannot be asked is not reported.
+        """
+        def ask(host: str) -> bool:
+            opts = dict(self.options, directConnection=True, serverSelectionTimeoutMS=int(PROBE_CONNECT_TIMEOUT * 2000))
+            try:
+                with MongoClient(host, **opts) as client:
+                    return bool(client.admin.command("replSetGetStatus").get("tooStale"))
+            except PyMongoError:
+                return False
+        if not hosts:
+            return frozenset()
+        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
+            return frozenset(h for h, stale in zip(hosts, pool.map(ask, hosts)) if stale)
+
     @property
     def client(self):
         if self._client is None:
-            self._client = MongoClient(self.seeds, replicaSet=self.set_name, **self.options)
+            try:
+                self._client = MongoClient(self.seeds, replicaSet=self.set_name, **self.options)
+            except (PyMongoError, ValueError, TypeError) as exc:  # e.g. a TLS file pymongo cannot use
+                raise ReplSetError(f"cannot set up a client for replica set {self.set_name!r}: {exc}") from exc
         return self._client
 
     def discover(self) -> bool:
@@ -288,18 +335,26 @@ class ReplSet:
         # Read from the primary when there is one; without one, still show what a member knows (for messages).
         return db.get_collection(RECORDS_COLLECTION, read_preference=ReadPreference.PRIMARY_PREFERRED)
 
-    def read_records(self) -> list[MachineRecord]:
-        """The machine records, sorted by name ([] before the set exists)."""
+    def read_record_docs(self) -> list[dict]:
+        """The documents of stateserver.machines as stored, sorted by _id ([] before the set exists)."""
         if self.initiated is None:
             self.discover()
         if not self.initiated:
             return []
         try:
-            return [record_from_doc(d) for d in self._records().find({}).sort("_id", 1)]
+            return list(self._records().find({}, {"created": 0}).sort("_id", 1))
         except ConnectionFailure as exc:
             raise TransientError(f"cannot read the machine records: {exc}") from exc
         except PyMongoError as exc:
             raise ReplSetError(f"cannot read the machine records {RECORDS_DATABASE}.{RECORDS_COLLECTION}: {exc}") from exc
+
+    def read_records(self) -> list[MachineRecord]:
+        """The machine records, sorted by name ([] before the set exists). Raises InvalidRecords when any
+        document fails validation (_records.parse_record_docs): the caller refuses rather than guesses."""
+        records, problems = parse_record_docs(self.read_record_docs())
+        if problems:
+            raise InvalidRecords(problems, records)
+        return records
 
     # -- writes -----------------------------------------------------------------------------------------------
 
@@ -328,23 +383,41 @@ class ReplSet:
             raise error from exc
         return touched
 
-    def reconfig(self, config: dict) -> bool:
+    def reconfig(self, config: dict, max_time: float = 60.0) -> bool:
         """Send one replSetReconfig. True when the new config is verifiably installed on the primary.
 
         A connection drop or a primary change while the command runs leaves its outcome unknown: the config is
-        re-read and compared, never sent again blindly. A refusal that clears by itself raises TransientError.
+        re-read and compared, never sent again blindly. A refusal that clears by itself raises TransientError
+        (PrimaryChanged for 104), a refusal of the config itself ConfigIncompatible; anything else ReplSetError.
+        `max_time` bounds the server's own wait for the previous config to commit (maxTimeMS).
         """
+        version = config.get("version")
         try:
-            self.client.admin.command("replSetReconfig", config, maxTimeMS=60000)
+            self.client.admin.command("replSetReconfig", config, maxTimeMS=max(1, int(max_time * 1000)))
             return True
         except OperationFailure as exc:
-            if _is_state_change(exc):
+            code = _code(exc)
+            errmsg = (exc.details or {}).get("errmsg") or str(exc)
+            # A primary change, or maxTimeMS spent waiting for a majority to install it: it may have landed.
+            if _is_state_change(exc) or code == _MAX_TIME_EXPIRED:
                 return self._verify(config)
-            if _code(exc) in _TRANSIENT_RECONFIG_CODES or _code(exc) == 50:  # 50: MaxTimeMSExpired
-                raise TransientError(f"replSetReconfig to version {config.get('version')} was refused for now: {exc}") from exc
-            raise ReplSetError(f"replSetReconfig to version {config.get('version')} was rejected by the server: {exc}") from exc
+            if code in _RETRY_RECONFIG_CODES:
+                raise TransientError(f"replSetReconfig to version {version} was refused for now "
+                                     f"({_RETRY_RECONFIG_CODES[code]}): {errmsg}", code) from exc
+            if code == _NODE_NOT_ELECTABLE:
+                raise PrimaryChanged(f"replSetReconfig to version {version} was refused because the primary changed "
+                                     f"(NodeNotElectable): {errmsg}", code) from exc
+            if code == _INCOMPATIBLE:
+                raise ConfigIncompatible(f"replSetReconfig to version {version} was refused by the server "
+                                         f"(NewReplicaSetConfigurationIncompatible): {errmsg}",
+                                         int(version or 0), errmsg) from exc
+            raise ReplSetError(f"replSetReconfig to version {version} was rejected by the server: {exc}") from exc
         except ConnectionFailure:
             return self._verify(config)
+
+    def config_version(self) -> int:
+        """The version of the config the primary (or, without one, any member) has now."""
+        return int(self._admin("replSetGetConfig")["config"].get("version", 0))
 
     def _verify(self, config: dict) -> bool:
         try:
@@ -362,5 +435,5 @@ class ReplSet:
         except OperationFailure as exc:
             if _is_state_change(exc):
                 return
-            # 262 ExceededTimeLimit / 189: no electable secondary caught up in time; the loop retries later.
-            raise TransientError(f"replSetStepDown failed: {exc}") from exc
+            # 262 ExceededTimeLimit: no electable secondary caught up in time; the loop retries later.
+            raise TransientError(f"replSetStepDown failed: {exc}", _code(exc)) from exc

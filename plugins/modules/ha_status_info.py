@@ -6,16 +6,45 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: ha_status
-short_description: Read the state machines' replica set, its members and machine records
-version_added: 0.1.0
+module: ha_status_info
+short_description: Read the state machines' replica set, its members and machine records, as rows and a table
+version_added: 0.2.0
 description:
-  - Read-only. Returns the machine records, every member with its vote and state, the primary, the voters and
-    whether the set is in its desired peer group (what M(stateserver.ha.peergroup) would leave unchanged).
-  - A replica set that was never initiated is not an error; RV(initiated) is then false.
+  - Read-only. Returns one row per machine (the pool hosts, the recorded machines and any member that belongs to
+    no machine) with its address, whether it wants and has a vote, its state, whether it is the primary and a note;
+    the same rows as a text table; and the records, members, primary, voters and whether the set is in its desired
+    peer group (what M(stateserver.ha.peergroup) would leave unchanged).
+  - A member that fell too far behind to catch up (mongod's C(tooStale), RECOVERING until resynced) gets a note
+    saying it needs a resync. M(stateserver.ha.peergroup) never gives such a member a vote.
+  - A replica set that was never initiated is not an error; RV(initiated) is then false and every machine's state
+    is V(no replica set). Neither is a set where no seed answers at all (before mongod is installed):
+    RV(answered) is then false as well.
+  - Before 0.2.0 this module was called C(stateserver.ha.ha_status); that name still works and redirects here.
 author:
   - stateserver.ha developers (@stateserver)
-options: {}
+options:
+  pool:
+    description:
+      - The hosts that may be state machines, as given to M(stateserver.ha.ensure_availability). Pool hosts come
+        first in the rows, in this order; a pool host that is not a member is a V(spare).
+      - Left out, the rows list the recorded machines and the members only.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Machine name (its inventory name).
+        type: str
+        required: true
+      mongo_address:
+        description: The host's mongod address, V(host) or V(host:port).
+        type: str
+      address:
+        description: Same as O(pool[].mongo_address), which wins when both are given.
+        type: str
+      api_address:
+        description: The host's API server address (accepted so a pool can be passed as is; not shown).
+        type: str
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -30,33 +59,105 @@ attributes:
     support: full
 seealso:
   - module: stateserver.ha.peergroup
+  - module: stateserver.ha.ensure_availability
 """
 
 EXAMPLES = r"""
 - name: Read the state of the replica set
-  stateserver.ha.ha_status:
+  stateserver.ha.ha_status_info:
     seeds: [192.0.2.11, 192.0.2.12, 192.0.2.13]
     login_user: admin
     login_password: "{{ mongod_admin_password }}"
+    pool:
+      - {name: sm1, address: 192.0.2.11}
+      - {name: sm2, address: 192.0.2.12}
+      - {name: sm3, address: 192.0.2.13}
+      - {name: sm4, address: 192.0.2.14}
   register: ha
 
-- name: Print the primary
+- name: Print the status of every machine
   ansible.builtin.debug:
-    msg: "{{ ha.primary }}"
+    msg: "{{ ha.table }}"
+
+- name: Name the members that need a resync
+  ansible.builtin.debug:
+    msg: "{{ ha.rows | selectattr('note', 'search', 'resync') | map(attribute='machine') | list }}"
 """
 
 RETURN = r"""
+answered:
+  description: Whether any seed answered. False when no mongod runs at any seed yet.
+  returned: always
+  type: bool
+  sample: true
 initiated:
   description: Whether the replica set exists.
   returned: always
   type: bool
   sample: true
+rows:
+  description:
+    - One row per machine, pool hosts first (in pool order), then recorded machines not in the pool (by name), then
+      members that belong to no machine (by member id).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"machine": "sm1", "address": "192.0.2.11:37017", "wants_vote": true, "has_vote": true,
+            "state": "PRIMARY", "primary": true, "note": ""}]
+  contains:
+    machine:
+      description: Machine name (for a member of no machine, its C(stateserver-machine) tag or its host).
+      type: str
+      sample: sm1
+    address:
+      description: The member's host, else the recorded mongo address, else the pool address.
+      type: str
+      sample: 192.0.2.11:37017
+    wants_vote:
+      description: The record's C(wants_vote); null when the machine has no record.
+      type: bool
+      sample: true
+    has_vote:
+      description: Whether its member votes; null when the machine is not a member.
+      type: bool
+      sample: true
+    state:
+      description:
+        - The member's state (V(PRIMARY), V(SECONDARY), V(RECOVERING), V(STARTUP2), V(DOWN) for an unreachable
+          member, ...). V(spare) for a machine that is not a member, V(no replica set) before the set exists.
+      type: str
+      sample: PRIMARY
+    primary:
+      description: Whether the member is the primary.
+      type: bool
+      sample: true
+    note:
+      description:
+        - What needs attention, empty when nothing does. A too-stale member says it needs a resync.
+      type: str
+      sample: ""
+table:
+  description:
+    - The rows as fixed-width text lines, header first, columns MACHINE ADDRESS WANTS-VOTE HAS-VOTE STATE PRIMARY
+      NOTE (V(yes)/V(no)/V(-) for the votes, V(*) for the primary). Print it with M(ansible.builtin.debug).
+  returned: always
+  type: list
+  elements: str
+  sample: ["MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY NOTE",
+           "sm1        192.0.2.11:37017     yes         yes       PRIMARY        *"]
 records:
-  description: The machine records.
+  description: The machine records that passed validation.
   returned: always
   type: list
   elements: dict
   sample: [{"name": "sm1", "mongo_address": "192.0.2.11:37017", "api_address": "192.0.2.11:17070", "wants_vote": true}]
+record_problems:
+  description: What is wrong with the stored records that failed validation (M(stateserver.ha.peergroup) refuses
+    to act until they are fixed).
+  returned: always
+  type: list
+  elements: str
+  sample: []
 members:
   description: Every member with its vote and state as the primary (or, without one, any member) sees it.
   returned: always
@@ -102,46 +203,94 @@ from ansible_collections.stateserver.ha.plugins.module_utils._args import (
 from ansible_collections.stateserver.ha.plugins.module_utils._converge import (
     member_summary,
     primary_host,
+    record_dicts,
     voter_names,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._model import RECOVERING
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     convergence_report,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_record_docs
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
+    NoSeedAnswered,
     ReplSet,
     ReplSetError,
+    seed_list,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._status import (
+    status_rows,
+    status_table,
 )
 
 
+def pool_entries(pool: list, port: int) -> list[dict]:
+    """The pool as rows need it: name and a host:port mongo address (the port option completes a bare host)."""
+    entries = []
+    for i, entry in enumerate(pool):
+        address = entry.get("mongo_address") or entry.get("address")
+        entries.append({"name": entry["name"],
+                        "mongo_address": seed_list([address], port, f"pool[{i}] ({entry['name']})")[0]
+                        if address else ""})
+    return entries
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec=connection_argument_spec(), supports_check_mode=True,
+    argument_spec = connection_argument_spec()
+    argument_spec.update(pool={"type": "list", "elements": "dict", "default": [], "options": {
+        "name": {"type": "str", "required": True},
+        "mongo_address": {"type": "str"},
+        "address": {"type": "str"},
+        "api_address": {"type": "str"},
+    }})
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
-    if not HAS_PYMONGO:
-        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
     problem = check_connection(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False)
-    with ReplSet(module.params) as rs:
-        try:
-            view = rs.read_view()
-            records = rs.read_records()
-        except ReplSetError as exc:
-            module.fail_json(msg=str(exc))
-    if view.config is None:
-        converged, reasons = False, ["the replica set is not initiated"]
+    try:
+        pool = pool_entries(module.params["pool"], module.params["port"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    if not HAS_PYMONGO:
+        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
+
+    answered, config, status, records, problems, stale = True, None, None, [], [], frozenset()
+    try:
+        with ReplSet(module.params) as rs:
+            try:
+                view = rs.read_view()
+            except NoSeedAnswered:
+                answered = False
+            else:
+                config, status = view.config, view.status
+                records, problems = parse_record_docs(rs.read_record_docs())
+                recovering = [m["name"] for m in (status or {}).get("members", [])
+                              if m.get("state") == RECOVERING and m.get("health") == 1]
+                stale = rs.too_stale(recovering)
+    except ReplSetError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+
+    if config is None:
+        converged, reasons = False, ["no seed answered" if not answered else "the replica set is not initiated"]
     else:
         converged, reasons = convergence_report(view, records)
+        reasons = [*problems, *reasons]
+        converged = converged and not problems
+    rows = status_rows(records, config, status, pool, stale)
     module.exit_json(
         changed=False,
-        initiated=view.config is not None,
-        records=[{"name": r.name, "mongo_address": r.mongo_address, "api_address": r.api_address,
-                  "wants_vote": r.wants_vote} for r in records],
-        members=member_summary(view.config, view.status),
-        primary=primary_host(view.status),
-        voters=voter_names(view.config),
-        config_version=int((view.config or {}).get("version", 0)),
+        answered=answered,
+        initiated=config is not None,
+        rows=[row.as_dict() for row in rows],
+        table=status_table(rows),
+        records=record_dicts(records),
+        record_problems=list(problems),
+        members=member_summary(config, status),
+        primary=primary_host(status),
+        voters=voter_names(config),
+        config_version=int((config or {}).get("version", 0)),
         converged=converged,
         not_converged=list(reasons),
     )

@@ -20,9 +20,23 @@ description:
     first and the plan is recomputed against the new primary. Every planned config is checked against MongoDB's
     rules before it is sent.
   - Between steps the module waits for exactly one primary, C(health=1) on every member that was up or was added,
-    and the same C(configVersion)/C(configTerm) on every healthy member. Waits back off from 2 seconds, doubling.
+    and the same C(configVersion)/C(configTerm) on every healthy member. Waits start at the set's heartbeat
+    interval (C(settings.heartbeatIntervalMillis)), double, and are capped at four heartbeats.
   - A connection drop or primary change during a reconfig is answered by re-reading the config, never by sending
     the same reconfig again.
+  - "MongoDB's refusals: NodeNotFound (74), ConfigurationInProgress (109), ConflictingOperationInProgress (117),
+    and CurrentConfigNotCommittedYet (308) are retried after a backoff, re-reading and re-planning, until
+    O(timeout). MaxTimeMSExpired (50), like a primary change during the command, is answered by re-reading the
+    config to see whether the step landed. NodeNotElectable (104: the primary changed) re-reads the set and steps the new
+    primary down first when it must lose its vote. NewReplicaSetConfigurationIncompatible (103) re-plans when
+    another reconfig moved the config version, and otherwise fails at once with the server's message."
+  - Two runs at once (two plays, or AWX jobs) are harmless by design, not prevented. Each step is computed from
+    the config it read and carries that version + 1; MongoDB installs a non-force reconfig only over an older
+    version, so the run whose step arrives second is refused, re-reads and re-plans from the config the other
+    installed. Every installed config is one safe step from the previous one, and both runs end converged.
+  - Machine records that fail validation (e.g. C(wants_vote) not a boolean, an address that is not
+    V(host:port), two machines sharing one address) make the task fail naming the record and the fix; nothing is
+    changed.
   - The module finds the primary itself, so it can run on any host of the play and with C(run_once).
 author:
   - stateserver.ha developers (@stateserver)
@@ -31,9 +45,42 @@ options:
     description:
       - Seconds to wait in total for the set to converge. On expiry the task fails, lists what is not converged
         and returns the steps that were applied.
+      - A number greater than 0 and at most 86400.
     type: float
     default: 300
     aliases: [wait_timeout]
+  records:
+    description:
+      - The machine records the plan is for, in the shape M(stateserver.ha.ensure_availability) returns them
+        (its RV(stateserver.ha.ensure_availability#module:records) result). Pass that result in check mode and in
+        real runs alike.
+      - In check mode the plan is made from these records instead of the stored ones, so C(--check) shows the
+        steps for the records that M(stateserver.ha.ensure_availability) would write (which it does not write in
+        check mode). The steps listed are the steps a real run then sends, in the same order.
+      - In a real run they must equal the stored records, or the task fails before anything is sent: a plan is
+        only carried out for the records it was shown for (another run may have changed them meanwhile).
+      - Left out, the stored records are used in both modes.
+      - Every record is validated as the stored ones are (names, addresses, unique mongo addresses); an invalid
+        one fails the task with what to fix, and nothing is changed.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Machine name (the C(stateserver-machine) tag of its member).
+        type: str
+        required: true
+      mongo_address:
+        description: The machine's mongod address, V(host:port).
+        type: str
+        required: true
+      api_address:
+        description: The machine's API server address, V(host:port).
+        type: str
+        required: true
+      wants_vote:
+        description: Whether the machine should vote.
+        type: bool
+        required: true
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -72,6 +119,18 @@ EXAMPLES = r"""
     login_password: "{{ mongod_admin_password }}"
   check_mode: true
   diff: true
+
+- name: Plan the records and converge to them (with --check, shows the steps a real run sends)
+  stateserver.ha.ensure_availability:
+    n: 5
+    pool: "{{ pool }}"
+    seeds: "{{ seeds }}"
+  register: plan
+
+- name: Converge to the planned records
+  stateserver.ha.peergroup:
+    seeds: "{{ seeds }}"
+    records: "{{ plan.records }}"
 """
 
 RETURN = r"""
@@ -182,11 +241,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     connection_argument_spec,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._converge import (
-    ConvergeTimeout,
     converge,
     member_docs,
     plan_only,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_record_docs
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
@@ -197,27 +256,42 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
 
 def main() -> None:
     argument_spec = connection_argument_spec()
-    argument_spec.update(timeout={"type": "float", "default": 300, "aliases": ["wait_timeout"]})
+    argument_spec.update(
+        timeout={"type": "float", "default": 300, "aliases": ["wait_timeout"]},
+        records={"type": "list", "elements": "dict", "options": {
+            "name": {"type": "str", "required": True},
+            "mongo_address": {"type": "str", "required": True},
+            "api_address": {"type": "str", "required": True},
+            "wants_vote": {"type": "bool", "required": True},
+        }},
+    )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
-    if not HAS_PYMONGO:
-        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
     problem = check_connection(module.params) or check_seconds(module.params["timeout"], "timeout")
     if problem:
         module.fail_json(msg=problem, changed=False)
+    records = None
+    if module.params["records"] is not None:
+        records, problems = parse_record_docs([
+            {"_id": r["name"], "mongo_address": r["mongo_address"], "api_address": r["api_address"],
+             "wants_vote": r["wants_vote"]} for r in module.params["records"]])
+        if problems:
+            module.fail_json(msg="the records option is not valid, nothing was changed: " + "; ".join(problems),
+                             changed=False)
+    if not HAS_PYMONGO:
+        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
-    with ReplSet(module.params) as rs:
-        try:
+    try:
+        with ReplSet(module.params) as rs:
             if module.check_mode:
-                outcome = plan_only(rs)
+                outcome = plan_only(rs, records)
             else:
-                outcome = converge(rs, module.params["timeout"])
-        except ConvergeTimeout as exc:
-            module.fail_json(msg=str(exc), changed=bool(exc.outcome.steps), **exc.outcome.as_result())
-        except ReplSetError as exc:
-            partial = getattr(exc, "outcome", None)
-            extra = partial.as_result() if partial is not None else {}
-            module.fail_json(msg=str(exc), changed=bool(partial and partial.steps), **extra)
+                outcome = converge(rs, module.params["timeout"], records=records)
+    except ReplSetError as exc:
+        # A timeout, a refusal or invalid records: report what was applied before it (nothing, for most).
+        partial = getattr(exc, "outcome", None)
+        extra = partial.as_result() if partial is not None else {}
+        module.fail_json(msg=str(exc), changed=bool(partial and partial.steps), **extra)
 
     result = dict(changed=bool(outcome.steps), **outcome.as_result())
     if module._diff:

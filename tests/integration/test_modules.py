@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(480)
 
 EA = "stateserver.ha.ensure_availability"
 PG = "stateserver.ha.peergroup"
-STATUS = "stateserver.ha.ha_status"
+STATUS = "stateserver.ha.ha_status_info"
 
 
 def pool(cluster: Cluster, count: int) -> list[dict]:

@@ -29,16 +29,16 @@ def test_host_port_completes_and_keeps_valid_addresses(text, expected):
 @pytest.mark.parametrize("text, fragment", [
     ("", "empty"),
     (" ", "empty"),
-    (None, "empty"),
+    (None, "must be a 'host:port' string"),
     ("not a host!!", "not a host name"),
     ("h:99999", "1 to 65535"),
     ("h:0", "1 to 65535"),
     ("h:", "1 to 65535"),
     ("h:x", "1 to 65535"),
     ("h:٥", "1 to 65535"),
-    ("a:b:c", "neither host:port nor an IPv6"),
+    ("a:b:c", "more than one ':'"),
     ("[nope]:1", "not an IPv6"),
-    ("[::1]x", "not [IPv6]"),
+    ("[::1]x", "[address]:port"),
     ("-bad", "not a host name"),
 ])
 def test_host_port_refuses_what_is_not_an_address(text, fragment):
@@ -59,7 +59,7 @@ def test_host_port_refuses_what_is_not_an_address(text, fragment):
     ({"replica_set": ""}, "replica_set must be"),
     ({"replica_set": "a b"}, "replica_set must be"),
     ({"seeds": []}, "seeds is empty"),
-    ({"seeds": ["ok", "h:99999"]}, "seeds[1] 'h:99999' has port"),
+    ({"seeds": ["ok", "h:99999"]}, "seeds[1]: 'h:99999' is not an address"),
 ])
 def test_check_connection_names_the_option_and_what_is_valid(changes, fragment):
     problem = _args.check_connection(params(**changes))

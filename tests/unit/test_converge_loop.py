@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _converge, _replset
-from ansible_collections.stateserver.ha.plugins.module_utils._model import ReplSetView
+from ansible_collections.stateserver.ha.plugins.module_utils._model import MachineRecord, ReplSetView
 
 TAG = "stateserver-machine"
 
@@ -43,33 +43,55 @@ class Step:
 
 
 class FakeSet:
-    """Holds a config; reconfig installs it unless told to fail; status follows the config."""
+    """Holds a config; reconfig installs it unless told to fail; status follows the config.
+
+    `failures` are raised by the next reconfigs, in order: the adapter's typed errors (_replset.ReplSetError) as
+    they are; any other exception stands for an interrupted command, which the adapter answers by re-reading
+    (installed or not, per `install_on_failure`). `on_failure` runs before each scripted failure (another actor).
+    """
 
     set_name = "stateserver"
 
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.sent: list[dict] = []
-        self.fail_next: Exception | None = None
+        self.failures: list[Exception] = []
+        self.on_failure = None
         self.install_on_failure = False
         self.status_override = None
         self.stepped_down = 0
+        self.primary = 0
+        self.records: list = []
+
+    @property
+    def fail_next(self):
+        return self.failures[0] if self.failures else None
+
+    @fail_next.setter
+    def fail_next(self, exc: Exception) -> None:
+        self.failures = [exc]
 
     def read_view(self) -> ReplSetView:
-        st = self.status_override(self.cfg) if self.status_override else status(self.cfg)
+        st = self.status_override(self.cfg) if self.status_override else status(self.cfg, states={
+            m["_id"]: 1 if m["_id"] == self.primary else 2 for m in self.cfg["members"]})
         return ReplSetView(config=self.cfg, status=st, now=None)
 
     def read_records(self) -> list:
-        return []
+        return list(self.records)
 
-    def reconfig(self, cfg: dict) -> bool:
+    def config_version(self) -> int:
+        return self.cfg["version"]
+
+    def reconfig(self, cfg: dict, max_time: float = 60.0) -> bool:
         self.sent.append(cfg)
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
+        if self.failures:
+            exc = self.failures.pop(0)
+            if self.on_failure is not None:
+                self.on_failure(self)
+            if isinstance(exc, _replset.ReplSetError):
+                raise exc
             if self.install_on_failure:
                 self.cfg = cfg
-            if isinstance(exc, _replset.TransientError):
-                raise exc
             # The adapter's contract: an interrupted reconfig is verified by re-reading, never re-sent.
             return _replset.same_members(self.cfg, cfg) and self.cfg["version"] >= cfg["version"]
         self.cfg = cfg
@@ -286,3 +308,171 @@ def test_read_settled_waits_out_an_election_but_not_a_lost_majority():
     view = _converge.read_settled(rs2, 10, clock=clock2, sleep=clock2.sleep)
     assert _converge.primary_host(view.status) is None
     assert clock2.now == pytest.approx(10)
+
+
+# -- what mongod answers, and what the loop does with it ----------------------------------------------------------
+
+def code(exc_class, number: int, text: str = "refused"):
+    return exc_class(f"replSetReconfig was refused: {text}", number)
+
+
+@pytest.mark.parametrize("number", [74, 109, 117, 308])
+def test_a_refusal_that_clears_is_re_read_and_re_planned_after_backoff(monkeypatch, number):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    rs.failures = [code(_replset.TransientError, number)] * 2
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert [c["version"] for c in rs.sent] == [2, 2, 2]
+    assert clock.sleeps == [2.0, 4.0]
+    assert [s["action"] for s in outcome.steps] == ["promote"]
+
+
+def test_a_refusal_that_never_clears_ends_at_the_deadline_with_the_servers_words(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    rs.failures = [code(_replset.TransientError, 308, "CurrentConfigNotCommittedYet: not on a majority")] * 1000
+    with pytest.raises(_converge.ConvergeTimeout, match="not on a majority"):
+        _converge.converge(rs, 30, clock=clock, sleep=clock.sleep)
+    assert clock.now == pytest.approx(30)
+    assert rs.cfg["version"] == 1
+
+
+def test_node_not_electable_re_reads_and_steps_the_new_primary_down_first(monkeypatch):
+    # The plan demotes m1; between our read and the send m1 became primary, so mongod answers 104.
+    rs, clock = FakeSet(config(1, [member(0), member(1), member(2), member(3, votes=0)])), Clock()
+    target_votes = {0: 1, 1: 0, 2: 1, 3: 0}
+
+    def plan(view, machines, assume_ready=True):
+        cur = {m["_id"]: m for m in view.config["members"]}
+        if all(cur[i]["votes"] == v for i, v in target_votes.items()):
+            return []
+        primary = next(m["_id"] for m in view.status["members"] if m["state"] == 1)
+        if primary == 1:
+            return [Step("step_down", "m1", 1, None)]
+        new = [dict(m, votes=0, priority=0.0) if m["_id"] == 1 else m for m in view.config["members"]]
+        return [Step("demote", "m1", 1, config(view.config["version"] + 1, new))]
+
+    def elect_m1(fake):
+        fake.primary = 1
+
+    def step_down():
+        rs.stepped_down += 1
+        rs.primary = 0
+    monkeypatch.setattr(_converge, "plan_steps", plan)
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (plan(v, m) == [], []))
+    monkeypatch.setattr(_converge, "validate_reconfig", lambda old, new, force=False: [])
+    rs.failures = [code(_replset.PrimaryChanged, 104, "m1 would not be electable")]
+    rs.on_failure = elect_m1
+    rs.step_down = step_down
+    outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert [s["action"] for s in outcome.steps] == ["step_down", "demote"]
+    assert rs.stepped_down == 1
+    assert [c["version"] for c in rs.sent] == [2, 2]
+    assert clock.sleeps == [2.0]  # one heartbeat, then re-read
+
+
+def test_incompatible_config_with_the_version_unchanged_fails_at_once_with_the_servers_words(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    words = "replica set IDs do not match, ours: 1; remote node's: 2"
+    rs.failures = [_replset.ConfigIncompatible(f"refused: {words}", 2, words)]
+    with pytest.raises(_converge.PlanError) as err:
+        _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert words in str(err.value) and "promote" in str(err.value)
+    assert clock.sleeps == [] and len(rs.sent) == 1  # never retried towards the timeout
+    assert err.value.outcome.steps == []
+
+
+def test_incompatible_config_after_someone_else_reconfigured_is_re_planned(monkeypatch):
+    # Another run installed the same promotion (version 2) just before ours arrived with version 2 as well.
+    scripted_planner(monkeypatch, [member(0), member(1), member(2)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0), member(2, votes=0)])), Clock()
+
+    def other_run(fake):
+        fake.cfg = config(2, [member(0), member(1), member(2, votes=0)])
+    rs.failures = [_replset.ConfigIncompatible("refused", 2, "version 2 is not greater than 2")]
+    rs.on_failure = other_run
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert [c["version"] for c in rs.sent] == [2, 3]
+    assert [s["action"] for s in outcome.steps] == ["promote"]  # only what this run installed
+    assert _converge.voter_names(rs.cfg) == ["m0", "m1", "m2"]
+
+
+def test_an_interrupted_reconfig_that_landed_late_is_counted_once_and_not_resent(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    target = config(2, [member(0), member(1)])
+
+    # The adapter's re-read still saw the old config; the new one is installed by the time the loop reads again.
+    rs.failures = [ConnectionError("primary stepped down: 10107")]
+    real_read = rs.read_view
+    reads = {"n": 0}
+
+    def read_view():
+        reads["n"] += 1
+        if reads["n"] == 3:  # the start, the round that sends, then this one
+            rs.cfg = target
+        return real_read()
+    rs.read_view = read_view
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged
+    assert len(rs.sent) == 1
+    assert outcome.steps == [{"action": "promote", "machine": "m1", "member_id": 1, "config_version": 2}]
+
+
+def test_waits_start_at_the_sets_heartbeat_interval(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    cfg = dict(config(1, [member(0), member(1, votes=0)]), settings={"heartbeatIntervalMillis": 200})
+    rs, clock = FakeSet(cfg), Clock()
+    lagging = {"left": 6}  # the first read is the start's
+
+    def lag(c):
+        if lagging["left"]:
+            lagging["left"] -= 1
+            return status(c, version={1: c["version"] - 1})
+        return status(c)
+    rs.status_override = lag
+    _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 0.8, 0.8])  # capped at four heartbeats
+
+
+@pytest.mark.parametrize("cfg, st, seconds", [
+    ({"settings": {"heartbeatIntervalMillis": 200}}, None, 0.2),
+    ({}, {"heartbeatIntervalMillis": 500}, 0.5),
+    ({}, None, 2.0),
+    ({"settings": {"heartbeatIntervalMillis": "x"}}, None, 2.0),
+    ({"settings": {"heartbeatIntervalMillis": -5}}, None, 2.0),
+])
+def test_heartbeat_interval(cfg, st, seconds):
+    assert _converge.heartbeat_interval(cfg, st) == seconds
+
+
+def test_given_records_must_be_the_stored_ones_before_anything_is_sent(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0), member(1, votes=0)])), Clock()
+    rs.records = [MachineRecord("m0", "h0:37017", "h0:17070"), MachineRecord("m1", "h1:37017", "h1:17070")]
+    given = [MachineRecord("m0", "h0:37017", "h0:17070"), MachineRecord("m1", "h1:37017", "h1:17070", False)]
+    with pytest.raises(_converge.RecordsMismatch, match="for m1"):
+        _converge.converge(rs, 60, clock=clock, sleep=clock.sleep, records=given)
+    assert rs.sent == []
+    outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep, records=list(rs.records))
+    assert outcome.converged and len(rs.sent) == 1
+
+
+def test_check_mode_plans_from_the_given_records_not_the_stored_ones(monkeypatch):
+    seen = []
+
+    def plan(view, machines, assume_ready=True):
+        seen.append(machines)
+        return []
+    monkeypatch.setattr(_converge, "plan_steps", plan)
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
+    rs = FakeSet(config(1, [member(0)]))
+    rs.records = [MachineRecord("stored", "h0:37017", "h0:17070")]
+    given = [MachineRecord("planned", "h9:37017", "h9:17070")]
+    _converge.plan_only(rs, records=given)
+    _converge.plan_only(rs)
+    assert seen == [given, rs.records]

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _replset
+from pymongo.errors import OperationFailure
 
 
 def closed_ports(count: int) -> list[str]:
@@ -59,3 +60,100 @@ def test_discover_tells_an_uninitiated_set_from_a_foreign_one(monkeypatch):
     with pytest.raises(_replset.ReplSetError, match="other") as err:
         rs.discover()
     assert not isinstance(err.value, _replset.NoSeedAnswered)
+
+
+class FakeAdmin:
+    """The `admin` database of a fake client: replSetReconfig fails with a scripted error; replSetGetConfig
+    answers with `installed` (the config the server has after the failure)."""
+
+    def __init__(self, error, installed: dict) -> None:
+        self.error = error
+        self.installed = installed
+        self.calls: list[str] = []
+
+    def command(self, name, *args, **kwargs):
+        self.calls.append(name)
+        if name == "replSetReconfig":
+            raise self.error
+        if name == "replSetGetConfig":
+            return {"config": self.installed}
+        raise AssertionError(name)
+
+
+class FakeClient:
+    def __init__(self, admin: FakeAdmin) -> None:
+        self.admin = admin
+
+    def close(self) -> None:
+        pass
+
+
+OLD = {"_id": "stateserver", "version": 4, "members": [{"_id": 0, "host": "a:1", "votes": 1, "priority": 1.0}]}
+NEW = {**OLD, "version": 5, "members": [*OLD["members"], {"_id": 1, "host": "b:1", "votes": 0, "priority": 0.0}]}
+
+
+def refusing(code: int, installed: dict = OLD, errmsg: str = "refused") -> tuple[_replset.ReplSet, FakeAdmin]:
+    admin = FakeAdmin(OperationFailure(errmsg, code, {"ok": 0, "errmsg": errmsg, "code": code}), installed)
+    rs = _replset.ReplSet({"seeds": ["a:1"]})
+    rs._client = FakeClient(admin)
+    return rs, admin
+
+
+@pytest.mark.parametrize("code", [74, 109, 117, 308])
+def test_refusals_that_clear_by_themselves_are_transient_with_their_code(code):
+    rs, admin = refusing(code)
+    with pytest.raises(_replset.TransientError) as err:
+        rs.reconfig(NEW)
+    assert err.value.code == code
+    assert not isinstance(err.value, _replset.PrimaryChanged)
+    assert admin.calls == ["replSetReconfig"]  # nothing re-sent
+
+
+def test_node_not_electable_means_the_primary_changed():
+    rs, _admin = refusing(104, errmsg="This node, a:1, with _id 0 is not electable under the new configuration")
+    with pytest.raises(_replset.PrimaryChanged, match="not electable"):
+        rs.reconfig(NEW)
+
+
+def test_incompatible_config_carries_the_servers_words_and_the_version_sent():
+    rs, _admin = refusing(103, errmsg="Non force replica set reconfig can only add or remove at most 1 voting member")
+    with pytest.raises(_replset.ConfigIncompatible) as err:
+        rs.reconfig(NEW)
+    assert err.value.version == 5
+    assert err.value.errmsg == "Non force replica set reconfig can only add or remove at most 1 voting member"
+    assert not isinstance(err.value, _replset.TransientError)
+
+
+@pytest.mark.parametrize("code", [189, 10107, 11602, 50])
+@pytest.mark.parametrize("installed, landed", [(NEW, True), (OLD, False)])
+def test_an_unknown_outcome_is_verified_by_reading_never_resent(code, installed, landed):
+    rs, admin = refusing(code, installed)
+    assert rs.reconfig(NEW) is landed
+    assert admin.calls == ["replSetReconfig", "replSetGetConfig"]
+
+
+def test_other_refusals_are_final():
+    rs, _admin = refusing(93, errmsg="bad config")
+    with pytest.raises(_replset.ReplSetError, match="rejected by the server") as err:
+        rs.reconfig(NEW)
+    assert not isinstance(err.value, (_replset.TransientError, _replset.ConfigIncompatible))
+
+
+def test_the_reconfig_wait_is_bounded_by_the_callers_deadline():
+    seen = {}
+
+    class Admin(FakeAdmin):
+        def command(self, name, *args, **kwargs):
+            seen.update(kwargs)
+            return {"ok": 1}
+    rs = _replset.ReplSet({"seeds": ["a:1"]})
+    rs._client = FakeClient(Admin(None, OLD))
+    assert rs.reconfig(NEW, max_time=2.5) is True
+    assert seen["maxTimeMS"] == 2500
+
+
+def test_bad_connection_options_are_refused_before_any_client_exists():
+    with pytest.raises(_replset.ReplSetError, match="port must be from 1 to 65535"):
+        _replset.ReplSet({"seeds": ["a"], "port": 70000})
+    with pytest.raises(_replset.ReplSetError, match="server_selection_timeout"):
+        _replset.ReplSet({"seeds": ["a"], "server_selection_timeout": float("nan")})

@@ -1,0 +1,177 @@
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+"""The one join of machine records, pool hosts, config members and member status. Pure functions, no I/O.
+
+ha_status_info returns its rows and the table the playbooks print; peergroup's `members` result is the member half
+of the same join. A member is matched to a machine by its stateserver-machine tag, or, untagged, by its address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansible_collections.stateserver.ha.plugins.module_utils._model import (
+    DOWN,
+    MACHINE_TAG,
+    PRIMARY,
+    RECOVERING,
+    STATE_NAMES,
+    MachineRecord,
+)
+
+TABLE_COLUMNS = ("MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "NOTE")
+_WIDTHS = (10, 20, 11, 9, 14, 7)
+
+RESYNC_NOTE = ("too stale to catch up: needs a resync (stop its mongod, empty its dbPath, start it; it then copies "
+               "the data again)")
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One config member joined with what replSetGetStatus says about it."""
+
+    member_id: int
+    host: str
+    machine: str | None
+    votes: int
+    priority: float
+    state: str
+    health: int
+    primary: bool
+    note: str
+
+    def summary(self) -> dict:
+        """The member as peergroup returns it (RV members)."""
+        return {"member_id": self.member_id, "host": self.host, "machine": self.machine, "votes": self.votes,
+                "priority": self.priority, "state": self.state, "health": self.health}
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One machine (or stray member) as ha_status_info reports it. None means "not known": no record, no member."""
+
+    machine: str
+    address: str
+    wants_vote: bool | None
+    has_vote: bool | None
+    state: str
+    primary: bool
+    note: str
+
+    def as_dict(self) -> dict:
+        return {"machine": self.machine, "address": self.address, "wants_vote": self.wants_vote,
+                "has_vote": self.has_vote, "state": self.state, "primary": self.primary, "note": self.note}
+
+
+def _state_name(entry: dict | None) -> str:
+    if entry is None:
+        return "UNKNOWN"
+    if entry.get("health") == 0:
+        # mongod shows "(not reachable/healthy)" for an unreachable member; its state number says DOWN.
+        return STATE_NAMES[DOWN]
+    state = entry.get("state")
+    return STATE_NAMES.get(state) or str(entry.get("stateStr") or "UNKNOWN")
+
+
+def _note(entry: dict | None, host: str, stale: frozenset) -> str:
+    if host in stale:
+        return RESYNC_NOTE
+    if entry is None:
+        return "not in the replica set status yet"
+    if entry.get("health") == 0:
+        message = entry.get("lastHeartbeatMessage")
+        return f"unreachable ({message})" if message else "unreachable"
+    if entry.get("state") == RECOVERING:
+        return "recovering: not readable and not promoted until it is a SECONDARY"
+    return ""
+
+
+def member_states(config: dict | None, status: dict | None, stale: frozenset = frozenset()) -> list[MemberState]:
+    """Every config member (by _id) with its state as the answering node sees it; `stale` holds the hosts that
+    say they are too stale to catch up (replSetGetStatus `tooStale` on the member itself)."""
+    entries = {m.get("name"): m for m in (status or {}).get("members", [])}
+    out = []
+    for doc in sorted((config or {}).get("members", []), key=lambda m: m["_id"]):
+        entry = entries.get(doc["host"])
+        votes = int(doc.get("votes", 1))
+        out.append(MemberState(
+            member_id=int(doc["_id"]),
+            host=doc["host"],
+            machine=(doc.get("tags") or {}).get(MACHINE_TAG),
+            votes=votes,
+            priority=float(doc.get("priority", 1.0 if votes else 0.0)),
+            state=_state_name(entry),
+            health=int((entry or {}).get("health", 0)),
+            primary=bool(entry and entry.get("state") == PRIMARY and entry.get("health", 1) == 1),
+            note=_note(entry, doc["host"], stale),
+        ))
+    return out
+
+
+def _pool_address(entry: dict) -> str:
+    return str(entry.get("mongo_address") or entry.get("address") or "")
+
+
+def status_rows(records: list[MachineRecord], config: dict | None, status: dict | None, pool: list[dict] = (),
+                stale: frozenset = frozenset()) -> list[StatusRow]:
+    """One row per machine: pool hosts in pool order, then recorded machines not in the pool (by name), then
+    members that belong to no machine (by member _id).
+
+    A machine's member is the one tagged with its name, else an untagged member at its recorded address. State is
+    the member's state; a machine that is not a member is a 'spare' ('no replica set' before the set is initiated).
+    """
+    members = member_states(config, status, stale)
+    by_tag = {m.machine: m for m in members if m.machine}
+    by_host = {m.host.lower(): m for m in members if not m.machine}
+    recs = {r.name: r for r in records}
+    names = [str(p.get("name")) for p in pool]
+    names += [r.name for r in sorted(records, key=lambda r: r.name) if r.name not in names]
+    addresses = {str(p.get("name")): _pool_address(p) for p in pool}
+    outside = "spare" if config is not None else "no replica set"
+    rows, used = [], set()
+    for name in names:
+        record = recs.get(name)
+        member = by_tag.get(name)
+        if member is None and record is not None:
+            member = by_host.get(record.mongo_address.lower())
+        if member is not None:
+            used.add(member.member_id)
+            rows.append(StatusRow(name, member.host, record.wants_vote if record else None, member.votes > 0,
+                                  member.state, member.primary,
+                                  member.note if record else _join(member.note, "no machine record")))
+        else:
+            address = record.mongo_address if record else addresses.get(name, "")
+            rows.append(StatusRow(name, address, record.wants_vote if record else None, None, outside, False, ""))
+    for member in members:
+        if member.member_id not in used:
+            note = "no machine record" if member.machine else "not a state machine (no tag, no record at its address)"
+            rows.append(StatusRow(member.machine or member.host, member.host, None, member.votes > 0, member.state,
+                                  member.primary, _join(member.note, note)))
+    return rows
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def status_table(rows: list[StatusRow]) -> list[str]:
+    """The rows as fixed-width text lines, header first (what the playbooks print)."""
+    def line(cells) -> str:
+        padded = [f"{cell:<{width}}" for cell, width in zip(cells, _WIDTHS)] + list(cells[len(_WIDTHS):])
+        return " ".join(padded).rstrip()
+    lines = [line(TABLE_COLUMNS)]
+    for row in rows:
+        lines.append(line([row.machine, row.address, _cell(row.wants_vote), _cell(row.has_vote), row.state,
+                           "*" if row.primary else "", row.note]))
+    return lines
