@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -15,15 +14,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import values
 from .backend import Backend
-from .errors import Conflict, NoPrimary, NotFound
+from .errors import Conflict, NoPrimary, NotFound, Unreadable
+from .limits import MAX_BODY_BYTES, BodyLimit
 
 log = logging.getLogger("stateserver_api")
 
 PUBLIC_PATHS = frozenset({"/v1/live"})
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-MAX_VALUE_BYTES = 64 * 1024
 
 UnitName = Annotated[str, Path(pattern=KEY_PATTERN, description="Unit name (letters, digits, . _ : -).")]
 Key = Annotated[str, Path(pattern=KEY_PATTERN, description="Key (letters, digits, . _ : -).")]
@@ -35,11 +35,12 @@ class Problem(BaseModel):
 
 class ConflictProblem(BaseModel):
     detail: str
-    current_version: int
+    current_version: int | None = Field(description="The key's version; null when the stored version is unreadable.")
 
 
+# strict: "1", true and 1.0 are not versions, and 5 is not a name; no silent conversions of client input.
 class UnitRegistration(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=KEY_PATTERN, description="The unit's name, e.g. wordpress-0.")
 
 
@@ -50,7 +51,7 @@ class Unit(BaseModel):
 
 
 class KvWrite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     value: JsonValue = Field(description="Any JSON value (at most 64 KiB once encoded).")
     version: int = Field(ge=0, le=2**62, description="The version the key is at now; 0 creates the key.")
     request_id: str = Field(pattern=REQUEST_ID_PATTERN,
@@ -82,6 +83,7 @@ class Addresses(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Bad input"},
     401: {"model": Problem, "description": "Missing or wrong bearer token"},
+    413: {"model": Problem, "description": f"Request body larger than {MAX_BODY_BYTES} bytes"},
     503: {"model": Problem, "description": "No writable primary (the reason is in detail)"},
 }
 
@@ -107,6 +109,8 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
         redoc_url=None,
     )
     app.state.backend = backend
+    # Added first, so it runs inside authentication: only an authenticated request's body is ever read.
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.middleware("http")
     async def authenticate_and_log(request: Request, call_next: Any) -> Any:
@@ -115,8 +119,9 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
         started = time.monotonic()
         request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
         if request.url.path not in PUBLIC_PATHS and not _authorized(request.headers.get("authorization"), expected):
+            # Closing the connection means an unread body is never drained and the client holds nothing open.
             response: Any = JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
+                                         headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
         else:
             response = await call_next(request)
         response.headers["X-Request-Id"] = request_id
@@ -149,6 +154,12 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
 
     @app.exception_handler(Conflict)
     async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "current_version": exc.current_version}, status_code=409)
+
+    @app.exception_handler(Unreadable)
+    async def unreadable(_request: Request, exc: Unreadable) -> JSONResponse:
+        # Not a 5xx: every server reads the same document, so a client retrying elsewhere would only wait out its
+        # retry window. The backend has logged it; the answer names the key, the problem and the repair.
         return JSONResponse({"detail": str(exc), "current_version": exc.current_version}, status_code=409)
 
     @app.exception_handler(NotFound)
@@ -190,21 +201,20 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
         return backend.heartbeat(name)
 
     @app.get("/v1/kv/{key}", tags=["kv"], response_model=KvEntry,
-             responses={**ERRORS, 404: {"model": Problem, "description": "Unknown key"}})
+             responses={**ERRORS, 404: {"model": Problem, "description": "Unknown key"},
+                        409: {"model": ConflictProblem, "description": "The stored entry is unreadable"}})
     def kv_get(key: Key) -> dict[str, Any]:
         return backend.kv_get(key)
 
     @app.put("/v1/kv/{key}", tags=["kv"], response_model=KvWritten,
-             responses={**ERRORS, 409: {"model": ConflictProblem, "description": "Stale version"}},
+             responses={**ERRORS, 409: {"model": ConflictProblem,
+                                        "description": "Stale version, or the stored entry is unreadable"}},
              summary="Write a key if it is at the given version (optimistic concurrency, idempotent by request_id)")
     def kv_put(key: Key, write: Annotated[KvWrite, Body()]) -> Any:
         try:
-            encoded = json.dumps(write.value, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            return JSONResponse({"detail": "value: NaN and Infinity are not JSON"}, status_code=400)
-        if len(encoded.encode()) > MAX_VALUE_BYTES:
-            return JSONResponse({"detail": f"value: larger than {MAX_VALUE_BYTES} bytes once encoded"},
-                                status_code=400)
+            values.encode(write.value)
+        except values.BadValue as exc:
+            return JSONResponse({"detail": f"value: {exc}"}, status_code=400)
         return backend.kv_put(key, write.value, write.version, write.request_id)
 
     return app

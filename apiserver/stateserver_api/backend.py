@@ -8,7 +8,7 @@ so recording "request id applied" and the write itself are one atomic, majority-
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,7 +24,10 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from .errors import Conflict, NoPrimary, NotFound
+from . import values
+from .errors import Conflict, NoPrimary, NotFound, Unreadable
+
+log = logging.getLogger("stateserver_api")
 
 REPLICA_SET = "stateserver"
 DATABASE = "stateserver"
@@ -81,6 +84,10 @@ def _iso(value: Any) -> str | None:
     return None
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def build_ha_status(machines: list[dict], config: dict | None, status: dict | None) -> dict[str, Any]:
     """Join the machine records with replSetGetConfig/replSetGetStatus: one row per machine, plus stray members."""
     members = list((config or {}).get("members") or [])
@@ -101,8 +108,10 @@ def build_ha_status(machines: list[dict], config: dict | None, status: dict | No
             seen.add(member.get("_id"))
         rows.append({
             "machine": str(record.get("_id")),
-            "mongo_address": record.get("mongo_address"),
-            "api_address": record.get("api_address"),
+            # Records are written by other tools; a field of another type is shown as missing rather than failing
+            # the whole status while the answer is encoded.
+            "mongo_address": _text(record.get("mongo_address")),
+            "api_address": _text(record.get("api_address")),
             "wants_vote": bool(record.get("wants_vote")),
             "has_vote": bool(member and member.get("votes", 1) > 0),
             "member_id": member.get("_id") if member else None,
@@ -223,12 +232,12 @@ class MongoBackend:
             doc = self.db.kv.find_one({"_id": key})
         if doc is None:
             raise NotFound(f"key {key!r} does not exist")
-        return {"key": key, "value": json.loads(doc["value_json"]), "version": doc["version"]}
+        return {"key": key, "value": _stored_value(key, doc), "version": _stored_version(key, doc)}
 
     def kv_put(self, key: str, value: Any, version: int, request_id: str) -> dict[str, Any]:
         """Write value if the key is at `version` (0 = absent). A write whose request id was already applied
         returns the original result (replayed=true) instead of applying twice or reporting a conflict."""
-        value_json = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        value_json = values.encode(value)
         new_version = version + 1
         with _as_no_primary():
             if version == 0:
@@ -242,7 +251,7 @@ class MongoBackend:
             else:
                 current = self.db.kv.find_one({"_id": key})
                 if current is not None and current.get("version") == version:
-                    applied = [a for a in current.get("applied", []) if a.get("id") != request_id]
+                    applied = [a for a in _applied(current) if a["id"] != request_id]
                     applied = (applied + [{"id": request_id, "version": new_version}])[-APPLIED_WINDOW:]
                     result = self.db.kv.replace_one(
                         {"_id": key, "version": version},
@@ -255,8 +264,43 @@ class MongoBackend:
 
     @staticmethod
     def _replay_or_conflict(key: str, version: int, request_id: str, current: dict | None) -> dict[str, Any]:
-        for applied in (current or {}).get("applied", []):
-            if applied.get("id") == request_id:
-                return {"key": key, "version": applied.get("version"), "replayed": True}
-        current_version = int((current or {}).get("version", 0))
+        for applied in _applied(current or {}):
+            if applied["id"] == request_id:
+                return {"key": key, "version": applied["version"], "replayed": True}
+        current_version = 0 if current is None else _stored_version(key, current)
         raise Conflict(f"key {key!r} is at version {current_version}, not {version}", current_version)
+
+
+def _applied(doc: dict) -> list[dict]:
+    """The well-formed entries of a document's applied list (a damaged entry only loses its replay)."""
+    entries = doc.get("applied")
+    return [a for a in entries if isinstance(a, dict) and isinstance(a.get("id"), str) and _is_version(a.get("version"))
+            ] if isinstance(entries, list) else []
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _unreadable(key: str, problem: str, version: int | None) -> Unreadable:
+    if version is None:
+        repair = "delete the document from the stateserver.kv collection"
+    else:
+        repair = f"write the key again with PUT at version {version} to replace it"
+    log.error("unreadable key/value document", extra={"reason": f"key {key!r}: {problem}", "event": "corrupt"})
+    return Unreadable(f"key {key!r} is stored in a form the API cannot serve ({problem}); {repair}", version)
+
+
+def _stored_version(key: str, doc: dict) -> int:
+    version = doc.get("version")
+    if not _is_version(version):
+        raise _unreadable(key, f"its version is {type(version).__name__} {version!r:.40}, not a whole number", None)
+    return version
+
+
+def _stored_value(key: str, doc: dict) -> Any:
+    version = _stored_version(key, doc)
+    try:
+        return values.decode(doc.get("value_json"))
+    except values.BadValue as exc:
+        raise _unreadable(key, str(exc), version) from exc

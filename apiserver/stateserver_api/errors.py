@@ -15,3 +15,12 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """The unit or key does not exist (404)."""
+
+
+class Unreadable(Exception):
+    """A stored document cannot be served (corrupt, or written by a buggy or foreign writer). The key exists, so
+    this is neither 404 nor a retryable 5xx: the app answers 409 naming the key, the problem and the repair."""
+
+    def __init__(self, message: str, current_version: int | None) -> None:
+        super().__init__(message)
+        self.current_version = current_version

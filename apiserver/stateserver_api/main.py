@@ -6,14 +6,20 @@ Secrets are never passed on the command line: the bearer token and the mongo pas
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import math
+import socket
 import sys
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import logs
+import httpx
+
+from . import limits, logs
 from .app import create_app
 from .backend import REPLICA_SET, MongoBackend
 
@@ -33,9 +39,67 @@ class Settings:
     wtimeout_ms: int = 5000
     log_level: str = "info"
     expose_openapi: bool = True
+    # Seconds a client has to send a whole request (line, headers and body) once its connection is open or its
+    # previous answer was sent; a slow or stalled client is disconnected after that.
+    read_timeout: float = 10.0
+    # Open client connections at most (0: the default, within the file descriptor limit); past it the connection
+    # that has waited longest without completing a request is closed.
+    max_connections: int = 0
 
     def seeds(self) -> list[str]:
         return self.mongo_seeds or [f"{self.host}:37017"]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# The JSON types each setting accepts (the field annotations, as strings under `from __future__ import annotations`).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+                                            "list[str]": (list,)}
+
+
+def setting_problems(settings: Settings) -> list[str]:
+    """What is wrong with the settings' types and ranges (a JSON config can hold anything)."""
+    problems = []
+    for f in fields(Settings):
+        value, wanted = getattr(settings, f.name), _JSON_TYPES[str(f.type)]
+        if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+            problems.append(f"{f.name} must be {f.type}, not {type(value).__name__}")
+    if problems:
+        return problems
+    if not all(isinstance(seed, str) and seed for seed in settings.mongo_seeds):
+        problems.append("mongo_seeds must be host:port strings")
+    if not 1 <= settings.port <= 65535:
+        problems.append(f"port must be between 1 and 65535, not {settings.port}")
+    if not (math.isfinite(settings.read_timeout) and 0 < settings.read_timeout <= 300):
+        problems.append(f"read_timeout must be more than 0 and at most 300 seconds, not {settings.read_timeout}")
+    if settings.max_connections < 0:
+        problems.append(f"max_connections must be 0 (the default) or more, not {settings.max_connections}")
+    if settings.log_level not in LOG_LEVELS:
+        problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
+    bind_problem = bind_address_problem(settings.host)
+    if bind_problem:
+        problems.append(bind_problem)
+    return problems
+
+
+def bind_address_problem(host: str) -> str | None:
+    """Why the server must not listen on `host`, or None. The address is resolved as the listener would resolve it,
+    so every spelling of the wildcard ("0", "0x0", "::0", "0:0:0:0:0:0:0:0", "::ffff:0.0.0.0", a name that
+    resolves to one) is refused, not just "0.0.0.0" and "::"."""
+    if not host.strip():
+        return "host is empty; give this machine's own address (an empty host listens on every interface)"
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError) as exc:
+        return f"host {host!r} does not resolve to an address ({exc})"
+    for address in sorted(resolved):
+        ip = ipaddress.ip_address(address.partition("%")[0])
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return (f"host {host!r} is the wildcard address {ip}, which listens on every interface; give this "
+                    "machine's own address (the one its machine record publishes as api_address)")
+    return None
 
 
 def read_secret(path: str, what: str) -> str:
@@ -48,7 +112,7 @@ def read_secret(path: str, what: str) -> str:
     return value
 
 
-def load_settings(argv: list[str] | None = None) -> Settings:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stateserver-api", description=__doc__)
     parser.add_argument("--config", help="JSON file with any of the settings below (keys with underscores)")
     parser.add_argument("--host", help="address to listen on: the machine's own address (default 127.0.0.1)")
@@ -61,15 +125,33 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--token-file", help="file holding the deployment's bearer token (required)")
     parser.add_argument("--server-selection-timeout-ms", type=int)
     parser.add_argument("--wtimeout-ms", type=int)
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
+    parser.add_argument("--log-level", choices=LOG_LEVELS)
+    parser.add_argument("--read-timeout", type=float, help="seconds a client has to send a whole request (10)")
+    parser.add_argument("--max-connections", type=int, help="open client connections at most (default 4096, "
+                        "within the file descriptor limit)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the settings, the bind address and the secret files, then exit (0 when usable)")
+    parser.add_argument("--wait-live", type=float, metavar="SECONDS",
+                        help="wait until the server of these settings answers /v1/live, then exit (0) or give up "
+                        "after SECONDS (1); the systemd unit runs this after starting it, so a restart completes "
+                        "only once the server answers")
+    return parser
 
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    parser = _parser()
+    return _settings(parser, parser.parse_args(argv))
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     settings = Settings()
     if args.config:
         try:
             data: dict[str, Any] = json.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             parser.error(f"cannot read config {args.config}: {exc}")
+        if not isinstance(data, dict):
+            parser.error(f"{args.config} must hold a JSON object of settings, not {type(data).__name__}")
         known = {f.name for f in fields(Settings)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -77,7 +159,7 @@ def load_settings(argv: list[str] | None = None) -> Settings:
         for name, value in data.items():
             setattr(settings, name, value)
     for name in ("host", "port", "replica_set", "mongo_user", "mongo_password_file", "token_file",
-                 "server_selection_timeout_ms", "wtimeout_ms", "log_level"):
+                 "server_selection_timeout_ms", "wtimeout_ms", "log_level", "read_timeout", "max_connections"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     if args.mongo_seeds:
@@ -86,28 +168,64 @@ def load_settings(argv: list[str] | None = None) -> Settings:
         parser.error("--token-file (or token_file in --config) is required")
     if settings.mongo_user and not settings.mongo_password_file:
         parser.error("--mongo-user needs --mongo-password-file")
+    problems = setting_problems(settings)
+    if problems:
+        parser.error("; ".join(problems))
     return settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    settings = load_settings(argv)
-    logs.configure(settings.log_level)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+    if args.wait_live is not None:
+        return wait_until_live(settings.host, settings.port, args.wait_live)
     token = read_secret(settings.token_file, "bearer token")
     password = read_secret(settings.mongo_password_file, "mongo password") if settings.mongo_user else None
+    if args.check_config:
+        print(f"stateserver-api: the settings are usable; it would listen on {settings.host}:{settings.port}")
+        return 0
+    logs.configure(settings.log_level)
     backend = MongoBackend(
         settings.seeds(), settings.replica_set, settings.mongo_user or None, password,
         server_selection_timeout_ms=settings.server_selection_timeout_ms, wtimeout_ms=settings.wtimeout_ms,
     )
     app = create_app(backend, token, expose_docs=settings.expose_openapi)
-    log.info("starting", extra={"address": f"{settings.host}:{settings.port}", "event": "start"})
+    budget = limits.connection_budget(settings.max_connections)
+    log.info("starting", extra={"address": f"{settings.host}:{settings.port}", "event": "start",
+                                "reason": f"at most {budget.max_connections} connections, {settings.read_timeout}s "
+                                          "to send a request"})
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                    server_header=False, timeout_graceful_shutdown=5)
+        serve(app, settings.host, settings.port, budget, settings.read_timeout)
     finally:
         backend.close()
     return 0
+
+
+def wait_until_live(host: str, port: int, seconds: float) -> int:
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1/live"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return 0
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            print(f"stateserver-api: {url} did not answer within {seconds:g}s", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+
+
+def serve(app: Any, host: str, port: int, budget: limits.Budget, read_timeout: float) -> None:
+    """Run the app under uvicorn with the limits of `limits`: one h11 protocol with a request deadline and a
+    connection cap, bounded headers, a short keep-alive, and no protocol upgrades (the API has no websockets)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, http=limits.guarded_protocol(budget.max_connections, read_timeout),
+                backlog=budget.backlog, ws="none",
+                h11_max_incomplete_event_size=limits.MAX_HEADER_BYTES, timeout_keep_alive=limits.KEEP_ALIVE_SECONDS,
+                lifespan="off", log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

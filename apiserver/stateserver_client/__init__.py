@@ -2,6 +2,7 @@
 
 from .client import (
            AddressCache,
+           BadName,
            ClientConfig,
            ClientError,
            StateClient,
@@ -10,5 +11,5 @@ from .client import (
 )
 from .dial import DialError, dial_first, dial_order
 
-__all__ = ["AddressCache", "ClientConfig", "ClientError", "DialError", "StateClient", "Unavailable",
+__all__ = ["AddressCache", "BadName", "ClientConfig", "ClientError", "DialError", "StateClient", "Unavailable",
            "VersionConflict", "dial_first", "dial_order"]

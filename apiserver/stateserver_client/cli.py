@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             json.loads(args.value)
         except ValueError as exc:
             parser.error(f"value is not JSON: {exc}")
+    # The client's warnings (an address cache it cannot write) go to stderr as one plain line each.
+    logging.basicConfig(format="stateserver-client: %(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
         config = ClientConfig.load(args.config)
         client = StateClient.from_config(config)
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     with client:
         try:
             result = run(args, client)
+        except ValueError as exc:  # a key or unit name the API would refuse, or a value that is not JSON
+            print(f"stateserver-client: {exc}", file=sys.stderr)
+            return 2
         except ClientError as exc:
             print(json.dumps({"error": exc.detail, "status": exc.status}), file=sys.stderr)
             return 1

@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import random
+import re
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
-from .dial import DIAL_STAGGER, DialError, dedupe, dial_first, dial_order
+from .dial import DIAL_STAGGER, DialError, dedupe, dial_first, dial_order, is_address
+
+log = logging.getLogger("stateserver_client")
+
+# The server's pattern for keys and unit names (stateserver_api.app.KEY_PATTERN; a test keeps the two equal).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+TOKEN_PATTERN = re.compile(r"[!-~]+")
 
 
 class ClientError(Exception):
@@ -35,13 +45,29 @@ class ClientError(Exception):
 
 
 class VersionConflict(ClientError):
-    def __init__(self, detail: str, current_version: int) -> None:
+    """409: the key is at another version (current_version), or its stored entry is unreadable (current_version is
+    then the version a PUT may replace it at, or None when an operator has to repair it; detail says which)."""
+
+    def __init__(self, detail: str, current_version: int | None) -> None:
         super().__init__(409, detail)
         self.current_version = current_version
 
 
 class Unavailable(Exception):
     """No API server could complete the request before the deadline."""
+
+
+class BadName(ValueError):
+    """A key or unit name the API would refuse; refused here before anything is sent, so a name can never be read
+    as a path ("../ready") or a query ("a?x=1")."""
+
+
+class _NotTheApi(Exception):
+    """A server answered with something that is not the API's JSON (a proxy's HTML page, say): try another."""
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -53,17 +79,46 @@ class ClientConfig:
     request_timeout: float = 15.0
     retry_for: float = 60.0
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.addresses, list) and self.addresses and all(is_address(a) for a in self.addresses)):
+            problems.append("addresses must be a non-empty list of host:port strings (port 1-65535, IPv6 in [])")
+        if not (isinstance(self.token_file, str) and self.token_file):
+            problems.append("token_file must be the path of the file holding the token")
+        if self.cache_file is not None and not (isinstance(self.cache_file, str) and self.cache_file):
+            problems.append("cache_file must be a file path or null")
+        elif self.cache_file is not None and Path(self.cache_file).is_dir():
+            problems.append(f"cache_file {self.cache_file} is a directory; name a file in it, e.g. "
+                            f"{Path(self.cache_file) / 'addresses.json'}")
+        for name, low in (("stagger", 0.0), ("request_timeout", 0.001), ("retry_for", 0.0)):
+            value = getattr(self, name)
+            if not (_number(value) and low <= value <= 3600):
+                problems.append(f"{name} must be a number of seconds from {low:g} to 3600, not {value!r:.40}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ClientConfig:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        known = set(cls.__dataclass_fields__)
+        if not isinstance(data, dict):
+            raise TypeError(f"{path} must hold a JSON object of settings, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown settings in {path}: {', '.join(unknown)}")
-        config = cls(**data)
-        if not isinstance(config.addresses, list) or not all(isinstance(a, str) for a in config.addresses):
-            raise ValueError(f"{path}: addresses must be a list of host:port strings")
-        return config
+        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name in ("addresses", "token_file"))
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def read_token(self) -> str:
+        token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"the token file {self.token_file} is empty; it must hold the deployment's API token")
+        return token
 
 
 @dataclass
@@ -73,6 +128,7 @@ class AddressCache:
     path: Path | None
     last_address: str | None = None
     published: list[str] = field(default_factory=list)
+    unwritable: bool = False
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None) -> AddressCache:
@@ -83,30 +139,39 @@ class AddressCache:
             data = json.loads(cache.path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
         except (OSError, ValueError):
             return cache  # a missing or torn cache only costs the sticky preference
-        if isinstance(data.get("last_address"), str):
+        if not isinstance(data, dict):
+            return cache  # so does one holding anything else
+        if is_address(data.get("last_address")):
             cache.last_address = data["last_address"]
         if isinstance(data.get("published"), list):
-            cache.published = [a for a in data["published"] if isinstance(a, str)]
+            cache.published = [a for a in data["published"] if is_address(a)]
         return cache
 
     def save(self) -> None:
+        """Write the cache atomically. A cache that cannot be written (unwritable directory, full disk) is reported
+        once and otherwise ignored: it only holds a preference, and the request at hand has already succeeded."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"last_address": self.last_address, "published": self.published}, indent=1)
-        # Temp file in the same directory + rename: readers see the old or the new cache, never half of one.
-        fd, tmp = tempfile.mkstemp(prefix=".addr-cache-", dir=self.path.parent)
+        tmp = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Temp file in the same directory + rename: readers see the old or the new cache, never half of one.
+            fd, tmp = tempfile.mkstemp(prefix=".addr-cache-", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if not self.unwritable:
+                log.warning("cannot write the address cache %s (%s); carrying on without remembering which API "
+                            "server answered", self.path, exc.strerror or exc)
+            self.unwritable = True
 
 
 class StateClient:
@@ -116,6 +181,8 @@ class StateClient:
                  rng: random.Random | None = None, stagger: float = DIAL_STAGGER, request_timeout: float = 15.0,
                  retry_for: float = 60.0, transport: httpx.BaseTransport | None = None,
                  auto_refresh: bool = True) -> None:
+        if not TOKEN_PATTERN.fullmatch(token):
+            raise ValueError("the token must be printable ASCII without spaces (check the token file)")
         self.configured = dedupe(addresses)
         self.cache = AddressCache.load(cache_file)
         self.rng = rng or random.Random()
@@ -132,8 +199,7 @@ class StateClient:
 
     @classmethod
     def from_config(cls, config: ClientConfig, rng: random.Random | None = None) -> StateClient:
-        token = Path(config.token_file).read_text(encoding="utf-8").strip()
-        return cls(config.addresses, token, config.cache_file, rng=rng, stagger=config.stagger,
+        return cls(config.addresses, config.read_token(), config.cache_file, rng=rng, stagger=config.stagger,
                    request_timeout=config.request_timeout, retry_for=config.retry_for)
 
     def close(self) -> None:
@@ -160,6 +226,7 @@ class StateClient:
             self.refused_token = True
         if response.status_code != 200 and (need_primary or response.status_code != 503):
             raise Unavailable(f"{address} answered {response.status_code}: {_detail(response)}")
+        _api_json(response)  # an answer from something else on that port does not win the race
         return address
 
     def connect(self, need_primary: bool = True) -> str:
@@ -185,7 +252,7 @@ class StateClient:
         self._store_published(published)
 
     def _store_published(self, published: object) -> None:
-        if isinstance(published, list) and published and all(isinstance(a, str) for a in published) \
+        if isinstance(published, list) and published and all(is_address(a) for a in published) \
                 and published != self.cache.published:
             self.cache.published = list(published)
             self.cache.save()
@@ -194,22 +261,25 @@ class StateClient:
                 need_primary: bool = True) -> dict[str, Any]:
         """Send one request, reconnecting and retrying (same body, so the same request id) until it gets an
         answer that is not "unavailable", or retry_for seconds pass."""
+        try:
+            content = None if body is None else json.dumps(body, allow_nan=False).encode()
+        except ValueError as exc:
+            raise ValueError(f"the value cannot be sent as JSON: {exc}") from exc
+        headers = {"Content-Type": "application/json"} if body is not None else None
         deadline = time.monotonic() + self.retry_for
         delay, last_error = 0.05, "no attempt made"
         while True:
             try:
                 address = self.current or self.connect(need_primary)
-                response = self.http.request(method, f"http://{address}{path}", json=body)
-            except (httpx.HTTPError, DialError, Unavailable) as exc:
-                if self.refused_token:
-                    raise ClientError(401, "an API server refused the token; check token_file") from exc
-                last_error = f"{type(exc).__name__}: {exc}"
-                self.current = None
-            else:
+                response = self.http.request(method, f"http://{address}{path}", content=content, headers=headers)
                 if response.status_code < 500:
                     return _result(response)
                 last_error = f"HTTP {response.status_code}: {_detail(response)}"
-                self.current = None
+            except (httpx.HTTPError, DialError, Unavailable, _NotTheApi) as exc:
+                if self.refused_token:
+                    raise ClientError(401, "an API server refused the token; check token_file") from exc
+                last_error = f"{type(exc).__name__}: {exc}"
+            self.current = None
             if time.monotonic() + delay > deadline:
                 raise Unavailable(f"{method} {path} did not succeed within {self.retry_for}s: {last_error}")
             time.sleep(delay)
@@ -228,30 +298,59 @@ class StateClient:
         return self.request("GET", "/v1/ha-status", need_primary=False)
 
     def register(self, unit: str) -> dict[str, Any]:
-        return self.request("POST", "/v1/units", {"name": unit})
+        return self.request("POST", "/v1/units", {"name": _segment(unit, "unit name")})
 
     def heartbeat(self, unit: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/units/{unit}/heartbeat")
+        return self.request("POST", f"/v1/units/{_segment(unit, 'unit name')}/heartbeat")
 
     def get(self, key: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/kv/{key}")
+        return self.request("GET", f"/v1/kv/{_segment(key, 'key')}")
 
     def put(self, key: str, value: Any, version: int, request_id: str | None = None) -> dict[str, Any]:
         body = {"value": value, "version": version, "request_id": request_id or uuid.uuid4().hex}
-        return self.request("PUT", f"/v1/kv/{key}", body)
+        return self.request("PUT", f"/v1/kv/{_segment(key, 'key')}", body)
+
+
+def _segment(name: object, what: str) -> str:
+    """`name` as one path segment. Names outside the API's pattern are refused here: the server would answer 400,
+    and a name with "/", "?", "%" or a leading "." could otherwise address another endpoint. Quoting keeps the
+    segment a segment should the pattern ever admit such characters."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise BadName(f"{what} {name!r:.60} is not valid: use 1 to 200 letters, digits, '.', '_', ':' or '-', "
+                      "starting with a letter or digit")
+    return quote(name, safe="")
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail"))
-    except (ValueError, AttributeError):
-        return response.text[:200]
+    data = _json_object(response)
+    if data is not None and isinstance(data.get("detail"), str):
+        return data["detail"]
+    return response.text[:200] or response.reason_phrase
+
+
+def _api_json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object the API answers with; _NotTheApi for anything else."""
+    data = _json_object(response)
+    if data is None:
+        raise _NotTheApi(f"{response.url.host}:{response.url.port} answered {response.status_code} with "
+                         f"{response.headers.get('content-type') or 'no content type'}, not the API's JSON: "
+                         f"{response.text[:80]!r}")
+    return data
 
 
 def _result(response: httpx.Response) -> dict[str, Any]:
     if response.status_code == 409:
-        data = response.json()
-        raise VersionConflict(str(data.get("detail")), int(data.get("current_version", 0)))
+        data = _api_json(response)
+        version = data.get("current_version")
+        raise VersionConflict(str(data.get("detail")), version if isinstance(version, int) else None)
     if response.status_code >= 400:
         raise ClientError(response.status_code, _detail(response))
-    return response.json()
+    return _api_json(response)

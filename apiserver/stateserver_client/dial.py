@@ -5,7 +5,9 @@ Pure ordering (`dial_order`) and the staggered race (`dial_first`) are separate 
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -14,6 +16,21 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 DIAL_STAGGER = 0.05
+# host:port with a DNS name or IPv4 address, or [IPv6]:port; nothing that could change a URL's meaning.
+_ADDRESS = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(?P<port>[0-9]{1,5})")
+
+
+def is_address(value: object) -> bool:
+    """Whether value is a host:port the client may dial (from its config, its cache or a published list)."""
+    match = _ADDRESS.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        return False
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["v6"])
+        except ValueError:
+            return False
+    return True
 
 
 def dedupe(addresses: Iterable[str]) -> list[str]:

@@ -1,9 +1,12 @@
 """HTTP behaviour of the API over an in-memory backend: auth, status codes, optimistic concurrency, replay."""
 
+import json
+
 import pytest
 from fakes import MemoryBackend
 from fastapi.testclient import TestClient
 from stateserver_api.app import create_app
+from stateserver_api.limits import MAX_BODY_BYTES
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -103,3 +106,57 @@ def test_ha_status_and_published_addresses(client: TestClient) -> None:
 def test_empty_token_is_refused() -> None:
     with pytest.raises(ValueError):
         create_app(MemoryBackend(), "")
+
+
+@pytest.mark.parametrize("version", ["1", True, 1.0, "0", False, 0.0, None])
+def test_versions_that_are_not_json_integers_are_400(client: TestClient, backend: MemoryBackend,
+                                                     version: object) -> None:
+    response = client.put("/v1/kv/k", headers=AUTH, json={"value": 1, "version": version, "request_id": "r"})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("version:")
+    assert backend.kv == {}
+
+
+@pytest.mark.parametrize("raw", [b'{"value": "\\ud800", "version": 0, "request_id": "r"}',
+                                 b'{"value": {"\\udfff": 1}, "version": 0, "request_id": "r"}',
+                                 b'{"value": ["ok", "a\\ud83d"], "version": 0, "request_id": "r"}'])
+def test_lone_surrogate_values_are_400_and_not_stored(client: TestClient, backend: MemoryBackend, raw: bytes) -> None:
+    response = client.put("/v1/kv/k", headers={**AUTH, "Content-Type": "application/json"}, content=raw)
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["detail"]
+    assert backend.kv == {}
+    # A proper surrogate pair is one character, and is stored.
+    pair = b'{"value": "\\ud83d\\ude00", "version": 0, "request_id": "r"}'
+    assert client.put("/v1/kv/k", headers={**AUTH, "Content-Type": "application/json"}, content=pair).status_code == 200
+    assert client.get("/v1/kv/k", headers=AUTH).json()["value"] == "\U0001f600"
+
+
+def test_unit_names_must_be_strings(client: TestClient) -> None:
+    assert client.post("/v1/units", headers=AUTH, json={"name": 5}).status_code == 400
+
+
+def test_a_value_at_the_limit_in_its_longest_spelling_fits_the_body_limit(client: TestClient) -> None:
+    # 64 KiB of UTF-8 that a client sends escaped (\u00e9 is six bytes for two), indented: the body limit still
+    # takes it, so only the value limit decides.
+    value = {"text": "\u00e9" * (32 * 1024 - 20)}
+    body = json.dumps({"value": value, "version": 0, "request_id": "r"}, ensure_ascii=True, indent=8)
+    assert len(body) > 3 * 64 * 1024 - 1024
+    response = client.put("/v1/kv/k", headers={**AUTH, "Content-Type": "application/json"}, content=body)
+    assert response.status_code == 200, response.text
+
+
+def test_an_over_limit_body_is_413_without_being_parsed(client: TestClient, backend: MemoryBackend) -> None:
+    big = b'{"value": "' + b"x" * MAX_BODY_BYTES + b'", "version": 0, "request_id": "r"}'
+    response = client.put("/v1/kv/k", headers={**AUTH, "Content-Type": "application/json"}, content=big)
+    assert response.status_code == 413
+    assert response.headers["connection"] == "close"
+    chunked = client.put("/v1/kv/k", headers={**AUTH, "Content-Type": "application/json"},
+                         content=iter([big[:1000], big[1000:]]))
+    assert chunked.status_code == 413
+    assert backend.kv == {}
+
+
+def test_an_unauthenticated_body_is_never_read(client: TestClient) -> None:
+    response = client.put("/v1/kv/k", content=b"x" * (MAX_BODY_BYTES * 2))
+    assert response.status_code == 401  # not 413: nothing is revealed, and the connection is closed
+    assert response.headers["connection"] == "close"

@@ -1,6 +1,7 @@
 """The client against fake transports: sticky cache, retries with one request id, address refresh."""
 
 import json
+import logging
 import random
 import stat
 import threading
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stateserver_api.app import KEY_PATTERN
 from stateserver_client import (
+    BadName,
     ClientConfig,
     ClientError,
     StateClient,
@@ -17,6 +20,7 @@ from stateserver_client import (
     VersionConflict,
 )
 from stateserver_client.cli import main as cli_main
+from stateserver_client.client import NAME_PATTERN
 
 A, B, C = "127.30.2.1:17070", "127.30.2.2:17070", "127.30.2.3:17070"
 
@@ -32,6 +36,12 @@ class FakeServers:
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
         self.kv: dict[str, int] = {}
+        self.html: set[str] = set()  # hosts where something else answers 200 with a web page
+        self.html_conflicts = False  # a proxy's 409 page instead of the API's
+
+    def page(self, status: int) -> httpx.Response:
+        return httpx.Response(status, text="<html><body>Welcome to nginx!</body></html>",
+                              headers={"Content-Type": "text/html"})
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         host = f"{request.url.host}:{request.url.port}"
@@ -41,6 +51,8 @@ class FakeServers:
             return httpx.Response(401, json={"detail": "missing or invalid bearer token"})
         if host in self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if host in self.html:
+            return self.page(200)
         path = request.url.path
         if path == "/v1/ready":
             return httpx.Response(200, json={"ready": True, "primary": "x", "replica_set": "stateserver"})
@@ -54,6 +66,8 @@ class FakeServers:
                 return httpx.Response(503, json={"detail": "no writable primary reachable"})
             key = path.rsplit("/", 1)[1]
             if self.kv.get(key, 0) != body["version"]:
+                if self.html_conflicts:
+                    return self.page(409)
                 return httpx.Response(409, json={"detail": "stale", "current_version": self.kv.get(key, 0)})
             self.kv[key] = body["version"] + 1
             return httpx.Response(200, json={"key": key, "version": self.kv[key], "replayed": False})
@@ -192,3 +206,148 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli_main(["--config", str(config), "ready"]) == 3  # nothing listens there
     assert cli_main(["--config", str(tmp_path / "missing.json"), "ready"]) == 2
     assert ClientConfig.load(config).addresses == ["127.30.2.250:1"]
+
+
+# Regressions: bad local files, bad answers and bad names end in a clear error, never a traceback.
+
+@pytest.mark.parametrize("content", ["[]", '"127.30.2.1:17070"', "null", "5", '{"last_address": 5, "published": "x"}',
+                                     '{"last_address": "../ready:1", "published": ["a b:1", "127.30.2.9:17070"]}'])
+def test_a_cache_file_holding_anything_but_the_cache_is_ignored(tmp_path: Path, content: str) -> None:
+    (tmp_path / "cache.json").write_text(content)
+    servers = FakeServers()
+    with make(servers, tmp_path) as client:
+        assert client.cache.last_address is None
+        assert client.cache.published in ([], ["127.30.2.9:17070"])
+        used = client.connect()
+    assert json.loads((tmp_path / "cache.json").read_text())["last_address"] == used
+
+
+def test_a_cache_path_that_is_a_directory_is_a_config_error(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_text("tok\n")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"addresses": [A], "token_file": str(tmp_path / "token"),
+                                  "cache_file": str(tmp_path)}))
+    assert cli_main(["--config", str(config), "ready"]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+
+
+def test_an_unwritable_cache_is_reported_once_and_the_request_still_succeeds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "not-a-dir").write_text("a file where the cache directory should be")
+    servers = FakeServers()
+    client = StateClient([A, B], "tok", tmp_path / "not-a-dir" / "cache.json", rng=random.Random(1), stagger=0.01,
+                         transport=httpx.MockTransport(servers))
+    with client, caplog.at_level(logging.WARNING, logger="stateserver_client"):
+        assert client.put("k", 1, 0)["version"] == 1
+        servers.down.add(client.current)  # a second connection (another cache write) is not reported again
+        assert client.put("k", 2, 1)["version"] == 2
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"cannot write the address cache {tmp_path / 'not-a-dir' / 'cache.json'}"]
+
+
+def test_an_html_page_on_200_is_not_taken_for_the_api(tmp_path: Path) -> None:
+    servers = FakeServers()
+    servers.html = {A, B}
+    with make(servers, tmp_path, addresses=[A, B, C]) as client:
+        assert client.put("k", 1, 0)["version"] == 1
+        assert client.current == C
+    servers.html = {A, B, C}
+    with make(servers, tmp_path / "other", retry_for=0.3) as client, pytest.raises(Unavailable) as unavailable:
+        client.get("k")
+    assert "not the API's JSON" in str(unavailable.value)
+
+
+def test_an_html_page_on_409_is_not_a_traceback(tmp_path: Path) -> None:
+    servers = FakeServers()
+    servers.html_conflicts = True
+    with make(servers, tmp_path, retry_for=0.3) as client:
+        client.put("k", 1, 0)
+        with pytest.raises(Unavailable) as unavailable:
+            client.put("k", 1, 0)
+    assert "text/html" in str(unavailable.value)
+
+
+def test_a_409_for_an_unreadable_entry_carries_no_version(tmp_path: Path) -> None:
+    def unreadable(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/ready":
+            return httpx.Response(200, json={"ready": True})
+        return httpx.Response(409, json={"detail": "key 'k' is stored in a form the API cannot serve",
+                                         "current_version": None})
+    with StateClient([A], "tok", None, transport=httpx.MockTransport(unreadable)) as client, \
+            pytest.raises(VersionConflict) as conflict:
+        client.get("k")
+    assert conflict.value.current_version is None and "cannot serve" in conflict.value.detail
+
+
+@pytest.mark.parametrize("key", ["../ready", "k/../../units/u1", "a?x=1", "a#b", "..", ".", "%2e%2e", "", "a b",
+                                 "-lead", "x" * 201, "ключ"])
+def test_keys_that_could_reach_another_endpoint_are_refused_before_sending(tmp_path: Path, key: str) -> None:
+    servers = FakeServers()
+    with make(servers, tmp_path) as client:
+        for call in (lambda: client.get(key), lambda: client.put(key, 1, 0), lambda: client.register(key),
+                     lambda: client.heartbeat(key)):
+            with pytest.raises(BadName):
+                call()
+    assert servers.calls == []
+
+
+def test_the_client_refuses_exactly_the_names_the_server_refuses() -> None:
+    assert NAME_PATTERN == KEY_PATTERN
+
+
+def test_a_value_that_is_not_json_is_refused_before_sending(tmp_path: Path) -> None:
+    servers = FakeServers()
+    with make(servers, tmp_path) as client, pytest.raises(ValueError, match="cannot be sent as JSON"):
+        client.put("k", float("nan"), 0)
+    assert servers.bodies == []
+
+
+def write_config(tmp_path: Path, **settings: object) -> Path:
+    (tmp_path / "token").write_text("tok\n")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"addresses": ["127.30.2.250:1"], "token_file": str(tmp_path / "token"),
+                                  "cache_file": str(tmp_path / "cache.json"), "retry_for": 0.3, **settings}))
+    return config
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"retry_for": "x"}, "retry_for"), ({"retry_for": float("inf")}, "retry_for"), ({"stagger": True}, "stagger"),
+    ({"request_timeout": 0}, "request_timeout"), ({"addresses": "127.30.2.1:17070"}, "addresses"),
+    ({"addresses": []}, "addresses"), ({"addresses": ["h:99999"]}, "addresses"), ({"token_file": 5}, "token_file"),
+    ({"cache_file": 5}, "cache_file"), ({"colour": "red"}, "colour"),
+])
+def test_bad_config_values_are_exit_2_with_the_setting_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             settings: dict, message: str) -> None:
+    assert cli_main(["--config", str(write_config(tmp_path, **settings)), "ready"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', "null", "{", '{"token_file": "t"}'])
+def test_a_config_file_that_is_not_a_settings_object_is_exit_2(tmp_path: Path, content: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.json").write_text(content)
+    assert cli_main(["--config", str(tmp_path / "config.json"), "ready"]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+def test_an_empty_token_file_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, retry_for=60)
+    (tmp_path / "token").write_text("\n")
+    started = time.monotonic()
+    assert cli_main(["--config", str(config), "ready"]) == 2
+    assert time.monotonic() - started < 5  # not the 60 s retry window
+    assert "is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["get", "../ready"], "key '../ready' is not valid"), (["put", "a?x=1", "1", "--version", "0"], "is not valid"),
+    (["heartbeat", "k/../../units/u1"], "unit name"), (["put", "k", "NaN", "--version", "0"], "cannot be sent"),
+])
+def test_cli_bad_names_and_values_are_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                            message: str) -> None:
+    assert cli_main(["--config", str(write_config(tmp_path)), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

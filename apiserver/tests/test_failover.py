@@ -3,6 +3,7 @@ invisible to a unit except for a pause, and no acknowledged write is lost or app
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -237,3 +238,32 @@ def test_live_api_round_trips_arbitrary_json(cluster: StateMachines) -> None:
         round_trip()
     finally:
         client.close()
+
+
+def test_corrupt_and_surrogate_documents_answer_409_on_a_kept_connection(cluster: StateMachines) -> None:
+    """Before the fix a PUT of "\\ud800" was stored and every later GET of the key answered 500 on every server,
+    and a corrupt document reset the keep-alive connection. Now the write is refused and stored oddities are a
+    409 naming the key, answered on the same connection."""
+    with cluster.mongo() as mongo:
+        mongo[SET_NAME].kv.insert_many([{"_id": "old-surrogate", "value_json": '"\\ud800"', "version": 1},
+                                        {"_id": "hand-edited", "value_json": "{oops", "version": 2}])
+    machine = cluster.machines[0]
+    connection = http.client.HTTPConnection(machine.host, 17070, timeout=30)
+    headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
+    try:
+        connection.request("PUT", "/v1/kv/new-surrogate", body=b'{"value": "\\ud800", "version": 0, "request_id": "r"}',
+                           headers=headers)
+        first = connection.getresponse()
+        assert first.status == 400 and "surrogate" in json.loads(first.read())["detail"]
+        sock = connection.sock
+        for key, version in (("old-surrogate", 1), ("hand-edited", 2), ("new-surrogate", None)):
+            connection.request("GET", f"/v1/kv/{key}", headers=headers)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            if version is None:
+                assert response.status == 404  # the refused write stored nothing
+            else:
+                assert response.status == 409 and body["current_version"] == version and key in body["detail"]
+            assert not response.will_close and connection.sock is sock  # the same keep-alive connection
+    finally:
+        connection.close()
