@@ -17,8 +17,8 @@ description:
   - A member that fell too far behind to catch up (mongod's C(tooStale), RECOVERING until resynced) gets a note
     saying it needs a resync. M(stateserver.ha.peergroup) never gives such a member a vote.
   - A replica set that was never initiated is not an error; RV(initiated) is then false and every machine's state
-    is V(no replica set). Neither is a set where no seed answers at all (before mongod is installed):
-    RV(answered) is then false as well.
+    is V(no replica set). Neither is a set where no seed answers at all (before mongod is installed), for which
+    RV(answered) is false as well.
   - Before 0.2.0 this module was called C(stateserver.ha.ha_status); that name still works and redirects here.
 author:
   - stateserver.ha developers (@stateserver)

@@ -57,7 +57,7 @@ options:
       - In check mode the plan is made from these records instead of the stored ones, so C(--check) shows the
         steps for the records that M(stateserver.ha.ensure_availability) would write (which it does not write in
         check mode). The steps listed are the steps a real run then sends, in the same order.
-      - In a real run they must equal the stored records, or the task fails before anything is sent: a plan is
+      - In a real run they must equal the stored records, or the task fails before anything is sent. A plan is
         only carried out for the records it was shown for (another run may have changed them meanwhile).
       - Left out, the stored records are used in both modes.
       - Every record is validated as the stored ones are (names, addresses, unique mongo addresses); an invalid

@@ -1,0 +1,206 @@
+"""peergroup's promises beyond one clean run, and ha_status_info's rows, through ansible-playbook on simulator sets.
+
+--check lists the steps a real run then sends (growth and repair); given records must be the stored ones; invalid
+records change nothing; mongod's refusal of a foreign member fails at once with its words; two runs at once both
+converge and no vote is lost on the way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from cluster import MACHINE_TAG, Cluster
+from playbook import run_tasks
+from pymongo.errors import PyMongoError
+from test_modules import PG, STATUS, assert_converged, conn, converge_to, ea, pg, voters
+
+pytestmark = pytest.mark.timeout(480)
+
+
+def failed(result: dict) -> bool:
+    return result.get("failed") is True
+
+
+def test_check_mode_lists_the_steps_a_growth_then_sends(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=5)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    version = cluster.read()[0]["version"]
+    tasks = [ea(cluster, 5, 5), pg(cluster, records="{{ r0.records }}")]
+
+    check = run_tasks(tmp_path / "check", tasks, check=True)
+    assert not failed(check[0]) and not failed(check[1]), check.results
+    assert check[1]["changed"] is True and check[1]["steps"]
+    assert cluster.read()[0]["version"] == version
+
+    real = run_tasks(tmp_path / "real", tasks)
+    assert not failed(real[0]) and not failed(real[1]), real.results
+    assert real[1]["steps"] == check[1]["steps"]
+    assert [s["action"] for s in real[1]["steps"]].count("promote") == 2
+    assert_converged(cluster, cluster.names[:5])
+
+
+def test_check_mode_lists_the_steps_a_repair_then_sends(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=4)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    primary = cluster.primary_name()
+    victim = next(name for name in cluster.names[:3] if name != primary)
+    cluster.kill(cluster.names.index(victim))
+    down_after = 2
+    cluster.wait_for(lambda: cluster.member_down_for(victim) > down_after + 1, 60, f"{victim} to be seen down")
+    version = cluster.read()[0]["version"]
+    tasks = [ea(cluster, 3, 4, down_after=down_after), pg(cluster, records="{{ r0.records }}")]
+
+    check = run_tasks(tmp_path / "check", tasks, check=True)
+    assert not failed(check[0]) and not failed(check[1]), check.results
+    assert check[0]["demoted"] == [victim] and check[0]["added"] == ["sm4"]
+    assert cluster.read()[0]["version"] == version
+
+    real = run_tasks(tmp_path / "real", tasks)
+    assert not failed(real[0]) and not failed(real[1]), real.results
+    assert real[1]["steps"] == check[1]["steps"]
+    config = cluster.read()[0]
+    assert voters(config) == ({*cluster.names[:3], "sm4"} - {victim})
+
+
+def test_records_that_are_not_the_stored_ones_or_not_valid_change_nothing(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=4)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    config, _status, stored = cluster.read()
+    records = [{"name": d["_id"], "mongo_address": d["mongo_address"], "api_address": d["api_address"],
+                "wants_vote": d["wants_vote"]} for d in stored]
+    other = [dict(r, wants_vote=False) if r["name"] == "sm2" else r for r in records]
+    bad = [dict(r, mongo_address="h:99999") if r["name"] == "sm3" else r for r in records]
+    run = run_tasks(tmp_path / "given", [pg(cluster, records=other), pg(cluster, records=bad),
+                                         pg(cluster, records=records)])
+    assert failed(run[0]) and run[0]["changed"] is False and "sm2" in run[0]["msg"], run[0]
+    assert failed(run[1]) and run[1]["changed"] is False and "h:99999" in run[1]["msg"], run[1]
+    assert not failed(run[2]) and run[2]["changed"] is False, run[2]
+
+    # A stored record that fails validation: peergroup refuses, names the record, changes nothing.
+    with cluster.client() as c:
+        c.stateserver.machines.update_one({"_id": "sm2"}, {"$set": {"wants_vote": "no"}})
+    run = run_tasks(tmp_path / "stored", [pg(cluster), {STATUS: conn(cluster)}])
+    assert failed(run[0]) and run[0]["changed"] is False, run[0]
+    assert "'sm2'" in run[0]["msg"] and "wants_vote" in run[0]["msg"], run[0]["msg"]
+    assert not failed(run[1]) and run[1]["converged"] is False, run[1]
+    assert any("sm2" in p for p in run[1]["record_problems"]), run[1]
+    after = cluster.read()[0]
+    assert after["version"] == config["version"] and after["members"] == config["members"]
+
+
+def test_a_member_of_another_set_is_refused_at_once_with_mongods_words(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=3)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    # A one-member set of the same name elsewhere: its own replicaSetId. Its record is written behind
+    # ensure_availability's back (which checks set identity first), so only mongod's refusal stands in the way.
+    foreign = cluster_factory(size=1)
+    foreign.initiate(0)
+    with cluster.client() as c:
+        c.stateserver.machines.insert_one({"_id": "intruder", "mongo_address": foreign.addresses[0],
+                                           "api_address": f"{foreign.hosts[0]}:17070", "wants_vote": False})
+    before = cluster.read()[0]
+    start = time.monotonic()
+    run = run_tasks(tmp_path / "refused", [pg(cluster, timeout=120)])
+    took = time.monotonic() - start
+    assert failed(run[0]) and run[0]["changed"] is False, run[0]
+    assert "intruder" in run[0]["msg"] and "refused" in run[0]["msg"], run[0]["msg"]
+    assert took < 60, f"a refusal that will not clear must not be retried to the timeout ({took:.0f}s)"
+    after = cluster.read()[0]
+    assert after["version"] == before["version"] and after["members"] == before["members"]
+    assert [m["host"] for m in foreign.direct_config(0)["members"]] == foreign.addresses
+
+
+class VoterWatch:
+    """Polls the config while runs happen and keeps every distinct (version, voters) it sees."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.seen: list[tuple[int, frozenset]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.cluster.client() as c:
+            while not self._stop.is_set():
+                try:
+                    config = c.admin.command("replSetGetConfig")["config"]
+                except PyMongoError:
+                    time.sleep(0.05)
+                    continue
+                entry = (config["version"], frozenset(m["tags"][MACHINE_TAG] for m in config["members"]
+                                                      if m.get("votes", 1) > 0))
+                if not self.seen or self.seen[-1] != entry:
+                    self.seen.append(entry)
+                time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_two_peergroup_runs_at_once_both_converge_and_no_vote_is_lost(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=5)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    run = run_tasks(tmp_path / "records", [ea(cluster, 5, 5)])
+    assert not failed(run[0]) and run[0]["added"] == ["sm4", "sm5"], run[0]
+    results: dict[str, object] = {}
+
+    def one(name: str) -> None:
+        results[name] = run_tasks(tmp_path / name, [pg(cluster, timeout=180)])
+
+    with VoterWatch(cluster) as watch:
+        threads = [threading.Thread(target=one, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    for name in ("a", "b"):
+        result = results[name][0]
+        assert not failed(result) and result["converged"] is True, (name, result)
+    assert_converged(cluster, cluster.names[:5])
+    # Between any two configs seen, at most one vote changed, and none was taken away.
+    for (_v1, before), (_v2, after) in zip(watch.seen, watch.seen[1:]):
+        assert before <= after and len(after - before) <= 1, watch.seen
+    assert watch.seen[-1][1] == frozenset(cluster.names[:5])
+
+
+def test_status_rows_and_table_for_pool_members_spares_and_a_dead_member(tmp_path, cluster_factory):
+    silent = cluster_factory(size=2, start=0)
+    cluster = cluster_factory(size=4)
+    pool = [{"name": name, "address": host} for name, host in zip(cluster.names, cluster.hosts)]
+    run = run_tasks(tmp_path / "before", [{STATUS: {**conn(cluster), "pool": pool}}, {STATUS: conn(silent)}])
+    assert not failed(run[0]) and run[0]["answered"] is True and run[0]["initiated"] is False, run[0]
+    assert [r["state"] for r in run[0]["rows"]] == ["no replica set"] * 4
+    assert not failed(run[1]) and run[1]["answered"] is False and run[1]["rows"] == [], run[1]
+
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    primary = cluster.primary_name()
+    victim = next(name for name in cluster.names[:3] if name != primary)
+    cluster.kill(cluster.names.index(victim))
+    cluster.wait_for(lambda: cluster.member_down_for(victim) > 0, 30, f"{victim} to be seen down")
+    run = run_tasks(tmp_path / "status", [{STATUS: {**conn(cluster, seeds=3), "pool": pool}},
+                                          {"stateserver.ha.ha_status": conn(cluster, seeds=3)}])
+    status, legacy = run.results
+    assert not failed(status), status
+    rows = {r["machine"]: r for r in status["rows"]}
+    assert [r["machine"] for r in status["rows"]] == cluster.names
+    assert rows[primary]["primary"] is True and rows[primary]["state"] == "PRIMARY"
+    assert rows[victim]["state"] == "DOWN" and rows[victim]["has_vote"] is True and rows[victim]["note"]
+    assert rows["sm4"] == {"machine": "sm4", "address": cluster.addresses[3], "wants_vote": None,
+                           "has_vote": None, "state": "spare", "primary": False, "note": ""}
+    assert status["table"][0].split() == ["MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "NOTE"]
+    assert len(status["table"]) == 5 and status["table"][1].startswith("sm1 ")
+    # The old name still works and answers the same.
+    assert not failed(legacy) and legacy["voters"] == status["voters"] and legacy["primary"] == status["primary"]
+
+
+def test_peergroup_runs_only_when_a_set_exists(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=3)
+    run = run_tasks(tmp_path, [{PG: {**conn(cluster), "timeout": 30}}])
+    assert failed(run[0]) and run[0]["changed"] is False and "not initiated" in run[0]["msg"], run[0]
