@@ -296,7 +296,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
     n = module.params["n"]
-    written = []
+    written, error = [], None
     with ReplSet(module.params) as rs:
         try:
             view, records, answers = read_state(module, rs, pool)
@@ -306,7 +306,10 @@ def main() -> None:
             if view.config is not None and not module.check_mode:
                 written = rs.write_records(records, plan.records_after)
         except ReplSetError as exc:
-            module.fail_json(msg=str(exc), changed=bool(getattr(exc, "written", None)), report=[])
+            error = exc
+    if error is not None:
+        # Failed outside the handler: the message says all there is, no traceback rides along with it.
+        module.fail_json(msg=str(error), changed=bool(getattr(error, "written", None)), report=[])
 
     first = view.config is None
     machines = [plan.bootstrap] if first else list(plan.maintained) + list(plan.added)
