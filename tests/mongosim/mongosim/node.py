@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
+from bson import encode as bson_encode
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
@@ -79,6 +80,7 @@ class MemberInfo:
     term: int = -1
     position: OpTime = NULL_OPTIME  # durable optime reported through pulls (primary only)
     position_applied: OpTime = NULL_OPTIME
+    failures: int = 0               # failed heartbeats in a row (mongod retries twice before DOWN)
 
 
 class Peer:
@@ -93,7 +95,15 @@ class Peer:
 
     async def call(self, body: dict, timeout: float) -> dict:
         if self.node.blocked(self.host):
-            raise ConnectionError(f"traffic to {self.host} dropped by failpoint")
+            if self.node.partition_instant:
+                raise ConnectionError(f"traffic to {self.host} dropped by failpoint")
+            # Lost packets: nothing comes back, so the caller only learns of it when its request times out.
+            deadline = time.monotonic() + timeout
+            while self.node.blocked(self.host):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no answer from {self.host} (packets dropped by failpoint)")
+                await asyncio.sleep(min(0.05, deadline - time.monotonic()))
+            timeout = max(0.01, deadline - time.monotonic())
         async with self.lock:
             try:
                 return await asyncio.wait_for(self._call(body), timeout)
@@ -134,6 +144,7 @@ class Options:
     parameters: dict = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)
     parsed: dict = field(default_factory=dict)
+    oplog_size_mb: float | None = None  # None: never truncated (mongod's default is a share of the disk)
 
 
 class Node:
@@ -168,7 +179,14 @@ class Node:
         self.sync_source: str = ""
         self.sync_source_id: int = -1
         self.blocked_hosts: set[str] = set()
-        self.reconfig_running = False
+        self.partition_instant = False   # failpoint mode: refuse at once instead of dropping packets
+        self.reconfig_running = False    # a reconfig is validating/quorum-checking/installing (mongod's 109)
+        self.config_oplog_commitment: OpTime = NULL_OPTIME  # commit point when the current config was installed
+        self.oplog_start = 0             # first oplog entry still inside the capped size
+        self._oplog_sizes: list[int] = []
+        self._oplog_bytes = 0
+        self.too_stale = False
+        self.election_date: datetime.datetime | None = None
         self.stepping_down: asyncio.Event | None = None
         self._changed = asyncio.Event()
         self._hb_tasks: dict[int, asyncio.Task] = {}
@@ -191,6 +209,7 @@ class Node:
         for i, e in enumerate(self.oplog):
             self.store.apply(e)
             self.ts_index[(e["ts"].time, e["ts"].inc)] = i
+        self._cap_oplog(self.oplog)
         if self.oplog:
             self._last_ts = (self.oplog[-1]["ts"].time, self.oplog[-1]["ts"].inc)
         self.durable = self.applied
@@ -359,6 +378,7 @@ class Node:
             self.oplog.append(e)
             self.store.apply(e)
         self.journal.append(entries)
+        self._cap_oplog(entries)
         if not self.opts.repl_set:
             self.commit_point = self.applied
         self._recompute_commit()
@@ -372,7 +392,22 @@ class Node:
             self.store.apply(e)
             self._last_ts = max(self._last_ts, (e["ts"].time, e["ts"].inc))
         self.journal.append(entries)
+        self._cap_oplog(entries)
         self.notify()
+
+    def _cap_oplog(self, added: list[dict]) -> None:
+        """mongod's oplog is a capped collection: the oldest entries go once it exceeds its size. The journal keeps
+        them (the simulator rebuilds its data from it), but they are no longer served to members that sync."""
+        if self.opts.oplog_size_mb is None:
+            return
+        limit = self.opts.oplog_size_mb * 1024 * 1024
+        for e in added:
+            size = len(bson_encode(e))
+            self._oplog_sizes.append(size)
+            self._oplog_bytes += size
+        while self._oplog_bytes > limit and self.oplog_start < len(self.oplog) - 1:
+            self._oplog_bytes -= self._oplog_sizes[self.oplog_start]
+            self.oplog_start += 1
 
     def find_index(self, ot: OpTime) -> int | None:
         i = self.ts_index.get((ot[1], ot[2]))
@@ -401,12 +436,11 @@ class Node:
         target = self.applied
         await self.wait_for(lambda: self.durable >= target or self.applied < target, 30)
 
-    def _recompute_commit(self) -> None:
-        if self.state != PRIMARY or self.config is None:
-            return
-        maj = rsconfig.majorities(self.config)
+    def majority_position(self, cfg: dict) -> OpTime:
+        """The newest durable optime that a write majority of ``cfg``'s voters has (primary's view)."""
+        maj = rsconfig.majorities(cfg)
         positions = []
-        for m in self.config["members"]:
+        for m in cfg["members"]:
             if not rsconfig.is_voter(m) or m["arbiterOnly"]:
                 continue
             if m["_id"] == self.my_id:
@@ -415,8 +449,13 @@ class Node:
                 positions.append(self.members.get(m["_id"], MemberInfo()).position)
         positions.sort(reverse=True)
         if len(positions) < maj.write_majority or maj.write_majority == 0:
+            return NULL_OPTIME
+        return positions[maj.write_majority - 1]
+
+    def _recompute_commit(self) -> None:
+        if self.state != PRIMARY or self.config is None:
             return
-        cand = positions[maj.write_majority - 1]
+        cand = self.majority_position(self.config)
         if cand[0] == self.term and cand > self.commit_point:
             self.commit_point = cand
             self.notify()
@@ -463,21 +502,12 @@ class Node:
                 self._hb_tasks[mid] = asyncio.ensure_future(self._heartbeat_loop(mid))
 
     def config_committed(self) -> bool:
+        """mongod's rule: the config is on a majority of its voters, a write of this term is majority-committed,
+        and what was committed under the previous config is committed by this config's voters too."""
         if self.config is None or self.state != PRIMARY:
             return False
-        mine = (self.config["version"], self.config["term"])
-        maj = rsconfig.majorities(self.config)
-        n = 0
-        for m in self.config["members"]:
-            if not rsconfig.is_voter(m):
-                continue
-            if m["_id"] == self.my_id:
-                n += 1
-            else:
-                info = self.members.get(m["_id"])
-                if info and (info.config_version, info.config_term) == mine:
-                    n += 1
-        return n >= maj.majority_vote and self.commit_point[0] == self.term
+        return (self.new_config_installed_on_majority(self.config) and self.commit_point[0] == self.term
+                and self.majority_position(self.config) >= self.config_oplog_commitment)
 
     def new_config_installed_on_majority(self, cfg: dict) -> bool:
         mine = (cfg["version"], cfg["term"])
@@ -495,6 +525,7 @@ class Node:
         return n >= maj.majority_vote
 
     def install_new_config(self, cfg: dict) -> None:
+        self.config_oplog_commitment = self.commit_point
         self._install_config(cfg, source="reconfig")
         for task_mid in list(self.members):
             self._kick_heartbeat(task_mid)
@@ -507,43 +538,65 @@ class Node:
     async def _heartbeat_loop(self, mid: int) -> None:
         while True:
             started = time.monotonic()
-            await self._one_heartbeat(mid)
+            retry = await self._one_heartbeat(mid)
+            if retry:
+                await asyncio.sleep(0.01)
+                continue
             await asyncio.sleep(max(0.0, self.hb_interval - (time.monotonic() - started)))
 
     def heartbeat_request(self) -> dict:
-        return {"replSetHeartbeat": self.config["_id"] if self.config else self.opts.repl_set,
+        body = {"replSetHeartbeat": self.config["_id"] if self.config else self.opts.repl_set,
                 "configVersion": self.config["version"] if self.config else -2,
                 "configTerm": self.config["term"] if self.config else -1,
                 "term": Int64(self.term), "from": self.my_host(), "fromId": self.my_id if self.my_id is not None
                 else -1, "state": self.state}
+        if self.config is not None:
+            body["replicaSetId"] = self.config["settings"]["replicaSetId"]
+        return body
 
-    async def _one_heartbeat(self, mid: int) -> None:
+    def _mark_down(self, mid: int, info: MemberInfo, message: str) -> None:
+        info.failures = 0
+        info.message = message
+        if info.health == 0:
+            return
+        info.health = 0
+        info.state = DOWN
+        info.up_since = 0.0
+        info.config_version = info.config_term = -1
+        if mid == self.primary_id:
+            self.primary_id = None
+            self.topology_changed()
+
+    async def _one_heartbeat(self, mid: int) -> bool:
+        """One heartbeat; True asks for an immediate retry. As in mongod, a member is DOWN once it has not answered
+        for heartbeatTimeoutSecs (a frozen or cut-off peer), or after three refused attempts in a row (a dead one)."""
         m = self.member_cfg(mid)
         if m is None:
-            return
+            return False
         info = self.members.setdefault(mid, MemberInfo())
         sent = time.monotonic()
         info.last_hb = now_utc()
+        period = float(self.settings.get("heartbeatTimeoutSecs", 10))
+        budget = period - (sent - info.last_ok) if info.health == 1 else period
         try:
-            resp = await self.peer(m["host"]).call(self.heartbeat_request(),
-                                                    self.settings.get("heartbeatTimeoutSecs", 10))
+            resp = await self.peer(m["host"]).call(self.heartbeat_request(), max(0.05, budget))
         except NET_ERRORS as e:
-            if info.health != 0:
-                info.health = 0
-                info.state = DOWN
-                info.up_since = 0.0
-                info.config_version = info.config_term = -1
-                info.message = f"Error connecting to {m['host']}: {type(e).__name__}"
-                if mid == self.primary_id:
-                    self.primary_id = None
-                    self.topology_changed()
-            return
+            info.failures += 1
+            if time.monotonic() - info.last_ok >= period or info.failures >= 3 or info.health != 1:
+                self._mark_down(mid, info, f"Error connecting to {m['host']}: {type(e).__name__}")
+                return False
+            return True
         if not resp.get("ok"):
-            info.health = 0
-            info.state = DOWN
-            info.message = str(resp.get("errmsg", ""))
-            return
+            self._mark_down(mid, info, str(resp.get("errmsg", "")))
+            return False
+        if self.config is not None and resp.get("replicaSetId") not in (None, self.config["settings"]["replicaSetId"]):
+            # A member of another set of the same name: never adopt its view (mongod checks the metadata).
+            self._mark_down(mid, info, f"replica set IDs do not match, ours: {self.config['settings']['replicaSetId']}"
+                                       f"; remote node's: {resp['replicaSetId']}")
+            return False
+        info.failures = 0
         self.process_heartbeat_response(mid, resp, sent)
+        return False
 
     def process_heartbeat_response(self, mid: int, resp: dict, sent: float) -> None:
         info = self.members.setdefault(mid, MemberInfo())
@@ -567,8 +620,7 @@ class Node:
         if info.term > self.term:
             self.set_term(info.term)
         cfg = resp.get("config")
-        if cfg is not None and (self.config is None or rsconfig.newer(cfg, self.config)) \
-                and cfg.get("_id") == (self.opts.repl_set or cfg.get("_id")):
+        if cfg is not None and self._may_adopt(cfg):
             self._install_config(cfg, source="heartbeat")
             return
         if info.state == PRIMARY and info.term >= self.term:
@@ -585,6 +637,15 @@ class Node:
         if prev_state != info.state:
             self.notify()
 
+    def _may_adopt(self, cfg: dict) -> bool:
+        """A config from a heartbeat: newer, of our set name, and (once we have one) of our replica set id."""
+        if cfg.get("_id") != (self.opts.repl_set or cfg.get("_id")):
+            return False
+        if self.config is None:
+            return True
+        return (rsconfig.newer(cfg, self.config)
+                and cfg.get("settings", {}).get("replicaSetId") == self.config["settings"]["replicaSetId"])
+
     def _heard_from_primary(self) -> None:
         self.last_heard_primary = time.monotonic()
         self.election_deadline = self.last_heard_primary + self.election_timeout * (1 + random.uniform(0, 0.15))
@@ -597,6 +658,10 @@ class Node:
         if set_name != self.opts.repl_set:
             raise CommandError("InvalidReplicaSetConfig", f"Our set name of {self.opts.repl_set} does not match "
                                f"name {set_name} reported by remote node")
+        theirs = body.get("replicaSetId")
+        if self.config is not None and theirs is not None and theirs != self.config["settings"]["replicaSetId"]:
+            raise CommandError("InvalidReplicaSetConfig", f"replica set IDs do not match, ours: "
+                               f"{self.config['settings']['replicaSetId']}; remote node's: {theirs}")
         sender_id = body.get("fromId", -1)
         if sender_id in self.members and self.config and self.host_of(sender_id) == body.get("from"):
             self.members[sender_id].last_hb_recv = now_utc()
@@ -615,6 +680,7 @@ class Node:
             return resp
         resp["configVersion"] = self.config["version"]
         resp["configTerm"] = self.config["term"]
+        resp["replicaSetId"] = self.config["settings"]["replicaSetId"]
         if self.state == PRIMARY:
             resp["electionTime"] = self.election_time
         if sender_cfg[0] < 0 or rsconfig.newer(self.config, sender_cfg):
@@ -630,8 +696,7 @@ class Node:
             except NET_ERRORS:
                 return
             cfg = resp.get("config")
-            if resp.get("ok") and cfg and (self.config is None or rsconfig.newer(cfg, self.config)) \
-                    and cfg.get("_id") == self.opts.repl_set:
+            if resp.get("ok") and cfg and self._may_adopt(cfg):
                 self._install_config(cfg, source="heartbeat")
         asyncio.ensure_future(fetch())
 
@@ -665,8 +730,10 @@ class Node:
             if primary is not None and primary.health == 1 and primary.state == PRIMARY:
                 if self._takeover_candidate(primary):
                     if self._takeover_since == 0.0:
-                        self._takeover_since = now
-                    elif now - self._takeover_since > self.election_timeout / 2:
+                        # mongod schedules a priority takeover one election timeout (plus its random offset)
+                        # after it finds itself caught up with a lower-priority primary.
+                        self._takeover_since = now + self.election_timeout * (1 + random.uniform(0, 0.15))
+                    elif now >= self._takeover_since:
                         self._takeover_since = 0.0
                         await self.run_election("priorityTakeover")
                         continue
@@ -684,6 +751,7 @@ class Node:
                  and self.members[m["_id"]].health == 1]
         if not ready or not self.config_committed():
             return
+        ready = ready[:1]  # each automatic reconfig changes one voter, as every safe reconfig must
         cfg = copy.deepcopy(self.config)
         for m in cfg["members"]:
             if m["_id"] in ready:
@@ -744,7 +812,7 @@ class Node:
         assert self.config is not None
         maj = rsconfig.majorities(self.config)
         body = {"replSetRequestVotes": 1, "setName": self.config["_id"], "dryRun": dry_run, "term": Int64(term),
-                "candidateIndex": self.my_id, "configVersion": self.config["version"],
+                "candidateIndex": self._my_index(), "configVersion": self.config["version"],
                 "configTerm": self.config["term"], "lastAppliedOpTime": ot_doc(self.applied),
                 "from": self.my_host()}
         others = [m for m in self.config["members"] if rsconfig.is_voter(m) and m["_id"] != self.my_id]
@@ -778,10 +846,14 @@ class Node:
             for p in pending:
                 p.cancel()
 
+    def _my_index(self) -> int:
+        assert self.config is not None
+        return next(i for i, m in enumerate(self.config["members"]) if m["_id"] == self.my_id)
+
     def handle_request_votes(self, body: dict) -> dict:
         term = int(body["term"])
         dry = bool(body.get("dryRun"))
-        cand = body.get("candidateIndex")
+        index = body.get("candidateIndex")
 
         def answer(granted: bool, reason: str) -> dict:
             return {"ok": 1.0, "term": Int64(self.term), "voteGranted": granted, "reason": reason}
@@ -792,19 +864,23 @@ class Node:
             return answer(False, "I am not a voting member")
         if term < self.term:
             return answer(False, f"candidate's term ({term}) is lower than mine ({self.term})")
+        if not isinstance(index, int) or not 0 <= index < len(self.config["members"]):
+            return answer(False, f"candidate index {index} is not in my config")
+        cand = self.config["members"][index]["_id"]
+        if not dry and term > self.term:
+            self.set_term(term)  # mongod takes the newer term before it decides on the vote
         cand_cfg = (int(body.get("configVersion", 0)), int(body.get("configTerm", -1)))
         if rsconfig.newer(self.config, cand_cfg):
             return answer(False, "candidate's config is older than mine")
         if ot_parse(body.get("lastAppliedOpTime")) < self.applied:
             return answer(False, "candidate's data is staler than mine")
-        if not dry and term > self.term:
-            self.set_term(term)
         if dry:
             if self.voted and self.voted[0] == term:
                 return answer(False, "already voted for another candidate in this term")
             return answer(True, "")
         if self.voted and self.voted[0] == term and self.voted[1] != cand:
-            return answer(False, f"already voted for another candidate ({self.host_of(self.voted[1])}) this term")
+            return answer(False, f"already voted for another candidate ({self.host_of(self.voted[1])}) this term "
+                                 f"({term})")
         self.voted = (term, cand)
         self.persist_state()
         self._heard_from_primary()  # do not stand ourselves right after voting
@@ -821,6 +897,7 @@ class Node:
             info.position = NULL_OPTIME
         self.log_ops([{"op": "n", "ns": "", "o": {"msg": "new primary"}}])
         self.election_time = self.oplog[-1]["ts"]
+        self.election_date = now_utc()
         cfg = dict(self.config)
         cfg["term"] = self.term
         self.config = cfg
@@ -848,6 +925,8 @@ class Node:
             info = self.members.get(self.primary_id)
             if info and info.health == 1 and not self.blocked(self.host_of(self.primary_id)):
                 return self.primary_id, self.host_of(self.primary_id)
+        if not self.config["settings"].get("chainingAllowed", True):
+            return None  # chainingAllowed: false — a secondary syncs from the primary only
         best = None
         for mid, info in self.members.items():
             m = self.member_cfg(mid)
@@ -900,9 +979,30 @@ class Node:
         if resp.get("rollback"):
             await self._rollback(host)
             return
+        if resp.get("tooStale"):
+            # Our last entry has fallen off the source's capped oplog: mongod stays RECOVERING until resynced.
+            if not self.too_stale:
+                log.warning("too stale to catch up from %s: its oldest entry is newer than our last", host)
+            self.too_stale = True
+            if self.state in (SECONDARY, STARTUP2):
+                self.state = RECOVERING
+                self.topology_changed()
+            await asyncio.sleep(min(self.hb_interval, 0.5))
+            return
         entries = resp.get("entries", [])
         if entries and self.oplog and optime_of(entries[0]) <= self.applied:
             return  # stale batch (our oplog moved meanwhile)
+        me = self.me()
+        delay = int(me["secondaryDelaySecs"]) if me and self.state != STARTUP2 else 0
+        if delay and entries:
+            # A delayed secondary applies an entry only once it is secondaryDelaySecs old.
+            cutoff = (now_utc() - datetime.timedelta(seconds=delay)).replace(tzinfo=None)
+            ready = 0
+            while ready < len(entries) and entries[ready]["wall"].replace(tzinfo=None) <= cutoff:
+                ready += 1
+            if ready < len(entries):
+                entries = entries[:ready]
+                await asyncio.sleep(min(self.hb_interval, 0.5))
         if entries:
             self._append_remote(entries)
             self.journal.sync()
@@ -913,6 +1013,11 @@ class Node:
         if self.state == STARTUP2 and self.applied >= ot_parse(resp.get("last")):
             self.state = SECONDARY
             self.topology_changed()
+        if self.too_stale and entries:
+            self.too_stale = False
+            if self.state == RECOVERING:
+                self.state = SECONDARY
+                self.topology_changed()
         self.notify()
 
     async def _rollback(self, host: str) -> None:
@@ -935,6 +1040,10 @@ class Node:
                 i = lo - 1
             dropped = len(self.oplog) - (common + 1)
             self.oplog = self.oplog[:common + 1]
+            if self.opts.oplog_size_mb is not None:
+                self._oplog_sizes = self._oplog_sizes[:common + 1]
+                self.oplog_start = min(self.oplog_start, max(0, len(self.oplog) - 1))
+                self._oplog_bytes = sum(self._oplog_sizes[self.oplog_start:])
             self.journal.rewrite(self.oplog)
             self.store = Store()
             self.ts_index = {}
@@ -964,6 +1073,9 @@ class Node:
                 idx = self.find_index(ot_parse(after))
                 if idx is None:
                     return {"ok": 1.0, "rollback": True, "term": Int64(self.term)}
+                if idx + 1 < self.oplog_start:
+                    return {"ok": 1.0, "tooStale": True, "term": Int64(self.term),
+                            "oldest": ot_doc(optime_of(self.oplog[self.oplog_start]))}
                 start = idx + 1
             fid = body.get("fromId")
             if self.state == PRIMARY and fid in self.members:
@@ -1018,8 +1130,8 @@ class Node:
         if isinstance(w, int) and ok and self.state == PRIMARY and self.term == term:
             return None
         if self.state != PRIMARY or self.term != term:
-            return {"code": 11602, "codeName": "InterruptedDueToReplStateChange",
-                    "errmsg": "operation was interrupted because of a replica set state change",
+            return {"code": 189, "codeName": "PrimarySteppedDown",
+                    "errmsg": "Primary stepped down while waiting for replication",
                     "errorLabels": ["RetryableWriteError"]}
         return {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out",
                 "errInfo": {"wtimeout": True, "writeConcern": {"w": w, "wtimeout": timeout_ms,

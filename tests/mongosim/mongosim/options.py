@@ -184,6 +184,14 @@ def build_options(settings: dict[str, Any], params: dict[str, Any], argv: list[s
     dest = settings.get("systemLog.destination")
     if dest not in (None, "file", "syslog"):
         raise UsageError(f"Bad value for systemLog.destination: {dest}")
+    oplog_mb = settings.get("replication.oplogSizeMB")
+    if oplog_mb is not None:
+        try:
+            oplog_mb = float(oplog_mb)
+        except (TypeError, ValueError):
+            raise UsageError(f"Bad value for replication.oplogSizeMB: {oplog_mb!r}") from None
+        if oplog_mb <= 0:
+            raise UsageError(f"replication.oplogSizeMB must be positive, got {oplog_mb}")
     tc = params.get("enableTestCommands")
     for k in params:
         if k not in KNOWN_PARAMETERS:
@@ -191,7 +199,7 @@ def build_options(settings: dict[str, Any], params: dict[str, Any], argv: list[s
     return Options(port=port, bind_ips=bind, repl_set=settings.get("replication.replSetName"),
                    dbpath=str(settings.get("storage.dbPath", "/data/db")), test_commands=tc in (1, True, "1", "true"),
                    key_file=settings.get("security.keyFile"), auth=bool(auth) or bool(settings.get("security.keyFile")),
-                   parameters=dict(params), argv=list(argv), parsed=_nest(settings))
+                   parameters=dict(params), argv=list(argv), parsed=_nest(settings), oplog_size_mb=oplog_mb)
 
 
 KNOWN_PARAMETERS = {"enableTestCommands", "allowMultipleArbiters", "enableLocalhostAuthBypass",

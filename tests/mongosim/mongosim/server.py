@@ -39,6 +39,8 @@ log = logging.getLogger("mongosim")
 _conn_ids = itertools.count(1)
 INTERNAL = {"replSetHeartbeat", "replSetRequestVotes", "_mongosimPull", "_mongosimFindCommon", "replSetStepUp"}
 WRITE_COMMANDS = {"insert", "update", "delete", "findAndModify", "findandmodify"}
+# "not primary" and "node is recovering" errors (SDAM), which carry the server's topologyVersion
+STATE_CHANGE_CODES = {91, 189, 10107, 11600, 11602, 13435, 13436}
 
 
 class Connection:
@@ -152,6 +154,10 @@ class Server:
             return None
         except CommandError as e:
             doc = e.to_doc()
+            if e.code in STATE_CHANGE_CODES:
+                # As mongod 4.4+: drivers compare it with their view and ignore a stale "not primary".
+                n = self.node
+                doc["topologyVersion"] = {"processId": n.process_id, "counter": Int64(n.topology_counter)}
             if body.get("txnNumber") is not None and name in WRITE_COMMANDS and e.code in RETRYABLE_CODES:
                 doc.setdefault("errorLabels", []).append("RetryableWriteError")
             return doc
@@ -225,11 +231,11 @@ class Server:
             else:
                 hosts, passives, arbiters = [], [], []
                 for m in cfg["members"]:
+                    if m["hidden"] or m["secondaryDelaySecs"] > 0:
+                        continue  # mongod leaves hidden and delayed members out of hello
                     if m["arbiterOnly"]:
                         arbiters.append(m["host"])
-                    elif m["hidden"]:
-                        continue
-                    elif m["priority"] == 0:
+                    elif m["priority"] == 0 or m.get("newlyAdded"):
                         passives.append(m["host"])
                     else:
                         hosts.append(m["host"])
@@ -494,7 +500,7 @@ class Server:
             "members": members, "ok": 1.0}
         if n.state == PRIMARY:
             doc["electionCandidateMetrics"] = {"lastElectionReason": n.last_election_reason,
-                                               "lastElectionDate": e_date(n.election_time),
+                                               "lastElectionDate": n.election_date or e_date(n.election_time),
                                                "electionTerm": Int64(n.term)}
         if n.state == STARTUP2:
             doc["initialSyncStatus"] = {"syncSource": n.sync_source}
@@ -507,82 +513,173 @@ class Server:
         return -1
 
     async def repl_set_reconfig(self, conn: Connection, db: str, body: dict) -> dict:
+        """mongod's order: parse; wait until the current config is committed (308 at maxTimeMS); validate (103),
+        find self (74) and check it stays electable (104); quorum check (74, or 103 for another set); install; wait
+        for a majority of the new voters to have it (50 at maxTimeMS). Losing primaryship in a wait answers 10107."""
         self._require_repl()
         n = self.node
         force = bool(body.get("force"))
         if n.config is None:
-            raise CommandError("NotYetInitialized", "no replset config has been received")
+            raise CommandError("NotYetInitialized", "Node not yet initialized; use the replSetInitiate command")
+        if n.reconfig_running:
+            raise _config_in_progress()
         if not force and n.state != PRIMARY:
             raise CommandError("NotWritablePrimary", "replSetReconfig should only be run on a writable PRIMARY. "
                                f"Current state {STATE_STR[n.state]};")
-        if n.reconfig_running:
-            raise CommandError("ConflictingOperationInProgress", "Cannot run replSetReconfig because the node is "
-                               "currently updating its configuration")
         max_ms = body.get("maxTimeMS")
         deadline = None if not max_ms else time.monotonic() + int(max_ms) / 1000
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        raw = dict(body.get("replSetReconfig") or {})
+        if any(m.get("newlyAdded") for m in raw.get("members", []) if isinstance(m, dict)):
+            raise CommandError("InvalidReplicaSetConfig", "newlyAdded is not allowed in a user-supplied config")
+        raw.pop("term", None)
+        new = rsconfig.normalize(raw, replica_set_id=n.config["settings"]["replicaSetId"])
+        if "replicaSetId" not in (raw.get("settings") or {}):
+            new["settings"]["replicaSetId"] = n.config["settings"]["replicaSetId"]
+        term = n.term
+        if not force:
+            current = n.config
+            await n.wait_for(lambda: n.config_committed() or n.state != PRIMARY or n.term != term, left())
+            _require_still_primary(n, term)
+            if not n.config_committed():
+                raise CommandError("CurrentConfigNotCommittedYet", "Cannot run replSetReconfig because the current "
+                                   f"config: {{version: {current['version']}, term: {current['term']}}} is not "
+                                   "majority committed.")
+            if n.reconfig_running:
+                raise _config_in_progress()
         n.reconfig_running = True
         try:
             old = n.config
-            raw = dict(body.get("replSetReconfig") or {})
-            if any(m.get("newlyAdded") for m in raw.get("members", []) if isinstance(m, dict)):
-                raise CommandError("InvalidReplicaSetConfig", "newlyAdded is not allowed in a user-supplied config")
-            raw.pop("term", None)
-            new = rsconfig.normalize(raw, replica_set_id=old["settings"]["replicaSetId"])
-            if "replicaSetId" not in (raw.get("settings") or {}):
-                new["settings"]["replicaSetId"] = old["settings"]["replicaSetId"]
-            if not force:
-                ok = await n.wait_for(n.config_committed, None if deadline is None else deadline - time.monotonic())
-                if not ok or n.state != PRIMARY:
-                    raise CommandError("CurrentConfigNotCommittedYet" if ok else "MaxTimeMSExpired",
-                                       "operation exceeded time limit while waiting for the current config to "
-                                       "be committed")
-                old = n.config
-                new["term"] = n.term
-                if new["version"] <= old["version"]:
-                    raise CommandError("NewReplicaSetConfigurationIncompatible",
-                                       f"New replica set configuration version must be greater than old, but "
-                                       f"{new['version']} is not greater than {old['version']} for replica set "
-                                       f"{old['_id']}")
-            else:
+            if force:
                 new["term"] = -1
                 new["version"] = max(new["version"], old["version"] + 10000 + random.randint(0, 100000))
-            was_new = {m["_id"] for m in old["members"] if m.get("newlyAdded")}
-            for m in new["members"]:
-                if m["_id"] in was_new and m["votes"]:
-                    m["newlyAdded"] = True  # still syncing: keeps not counting as a voter
-            rsconfig.validate(new)
-            rsconfig.validate_reconfig(old, new, force)
-            if not force:
-                # 5.0+: a brand-new voter does not count until it has synced (SERVER-46344)
-                old_ids = {m["_id"] for m in old["members"]}
-                for m in new["members"]:
-                    if m["_id"] not in old_ids and m["votes"] and not m["arbiterOnly"]:
-                        m["newlyAdded"] = True
-            if not any(n.is_self(m["host"]) for m in new["members"]):
+            else:
+                new["term"] = n.term
+            self._validate_reconfig(old, new, force)
+            mine = [m for m in new["members"] if n.is_self(m["host"])]
+            if len(mine) != 1:
                 raise CommandError("NodeNotFound", f"No host described in new configuration with {{version: "
                                    f"{new['version']}, term: {new['term']}}} for replica set {new['_id']} maps to "
                                    "this node")
-            n.install_new_config(new)
             if not force:
-                ok = await n.wait_for(lambda: n.new_config_installed_on_majority(new),
-                                      None if deadline is None else deadline - time.monotonic())
-                if not ok:
-                    raise CommandError("MaxTimeMSExpired", "operation exceeded time limit waiting for a majority "
-                                       "to install the new config (the new config is installed and will propagate)")
-            return {"ok": 1.0}
+                if not rsconfig.electable(mine[0]):
+                    raise CommandError("NodeNotElectable", f"This node, {mine[0]['host']}, with _id "
+                                       f"{mine[0]['_id']} is not electable under the new configuration with "
+                                       f"{{version: {new['version']}, term: {new['term']}}} for replica set "
+                                       f"{new['_id']}")
+                await self._reconfig_quorum_check(new, mine[0]["_id"])
+                _require_still_primary(n, term)
+            n.install_new_config(new)
         finally:
             n.reconfig_running = False
+        if not force:
+            ok = await n.wait_for(lambda: n.new_config_installed_on_majority(new) or n.state != PRIMARY
+                                  or n.term != term, left())
+            _require_still_primary(n, term)
+            if not ok or not n.new_config_installed_on_majority(new):
+                raise CommandError("MaxTimeMSExpired", "operation exceeded time limit waiting for a majority "
+                                   "to install the new config (the new config is installed and will propagate)")
+        return {"ok": 1.0}
+
+    @staticmethod
+    def _validate_reconfig(old: dict, new: dict, force: bool) -> None:
+        """Every rule of the new config and of the change; mongod answers each failure with 103."""
+        if not force and new["version"] <= old["version"]:
+            raise CommandError("NewReplicaSetConfigurationIncompatible",
+                               f"New replica set configuration version must be greater than old, but "
+                               f"{new['version']} is not greater than {old['version']} for replica set "
+                               f"{old['_id']}")
+        was_new = {m["_id"] for m in old["members"] if m.get("newlyAdded")}
+        old_ids = {m["_id"] for m in old["members"]}
+        for m in new["members"]:
+            if m["votes"] and not m["arbiterOnly"] and (m["_id"] in was_new or (not force and m["_id"] not in old_ids)):
+                # 5.0+: a voter that has not synced yet does not count, and is marked before the single-voter check
+                # (SERVER-46344), so several brand-new voters may join in one reconfig.
+                m["newlyAdded"] = True
+        try:
+            rsconfig.validate(new)
+            rsconfig.validate_reconfig(old, new, force)
+        except CommandError as e:
+            if e.code_name == "NewReplicaSetConfigurationIncompatible":
+                raise
+            raise CommandError("NewReplicaSetConfigurationIncompatible", e.message) from None
+
+    async def _reconfig_quorum_check(self, cfg: dict, my_id: int) -> None:
+        """Heartbeat every other member of the new config; a majority of its voters (self included) and one
+        electable member must answer, none may hold a config as new, belong to another replica set id."""
+        n = self.node
+        maj = rsconfig.majorities(cfg)
+        me = next(m for m in cfg["members"] if m["_id"] == my_id)
+        voters = [me["host"]] if rsconfig.is_voter(me) else []
+        electable = 1 if rsconfig.electable(me) else 0
+        bad: list[str] = []
+        req = {"replSetHeartbeat": cfg["_id"], "configVersion": cfg["version"], "configTerm": cfg["term"],
+               "term": Int64(n.term), "from": "", "fromId": -1}
+        timeout = float(cfg["settings"]["heartbeatTimeoutSecs"])
+
+        async def probe(m: dict) -> tuple[dict, dict | None, str]:
+            try:
+                return m, await n.peer(m["host"], "quorum").call(req, timeout), ""
+            except NET_ERRORS as e:
+                return m, None, f"{m['host']} failed with {type(e).__name__}"
+
+        pending = {asyncio.ensure_future(probe(m)) for m in cfg["members"] if m["_id"] != my_id}
+        try:
+            while pending and not (len(voters) >= maj.majority_vote and electable):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for d in done:
+                    m, resp, err = d.result()
+                    if resp is not None and not resp.get("ok"):
+                        err = f"{m['host']} failed with {resp.get('errmsg')}"
+                    if err:
+                        bad.append(err)
+                        continue
+                    assert resp is not None
+                    if resp.get("set") and int(resp.get("configVersion", -2)) >= cfg["version"]:
+                        raise CommandError("NewReplicaSetConfigurationIncompatible",
+                                           f"Our config version of {cfg['version']} is no larger than the version "
+                                           f"on {m['host']}, which is {resp['configVersion']}")
+                    theirs = resp.get("replicaSetId")
+                    if theirs is not None and theirs != cfg["settings"]["replicaSetId"]:
+                        raise CommandError("NewReplicaSetConfigurationIncompatible",
+                                           f"Our replica set ID of {cfg['settings']['replicaSetId']} did not match "
+                                           f"that of {m['host']}, which is {theirs}")
+                    if rsconfig.electable(m):
+                        electable += 1
+                    if rsconfig.is_voter(m):
+                        voters.append(m["host"])
+        finally:
+            for p in pending:
+                p.cancel()
+        if not electable:
+            raise CommandError("NodeNotFound", "Quorum check failed because no electable nodes responded; at least "
+                               "one required for config")
+        if len(voters) < maj.majority_vote:
+            msg = (f"Quorum check failed because not enough voting nodes responded; required {maj.majority_vote} "
+                   f"but only the following {len(voters)} voting nodes responded: {', '.join(voters)}")
+            if bad:
+                msg += "; the following nodes did not respond affirmatively: " + ", ".join(bad)
+            raise CommandError("NodeNotFound", msg)
 
     async def repl_set_step_down(self, conn: Connection, db: str, body: dict) -> dict:
         self._require_config()
         n = self.node
+        force = bool(body.get("force"))
+        # mongod's defaults: 60 s when 0 or absent; catch-up 10 s, or 0 with force
+        secs = _number(body.get("replSetStepDown"), "replSetStepDown") or 60
+        if secs < 0:
+            raise CommandError("BadValue", "stepdown period must be a positive integer")
+        catch_up = body.get("secondaryCatchUpPeriodSecs")
+        catch_up = (0 if force else 10) if catch_up is None else _number(catch_up, "secondaryCatchUpPeriodSecs")
+        if catch_up < 0:
+            raise CommandError("BadValue", "secondaryCatchUpPeriodSecs period must be a positive or absent")
+        if secs < catch_up:
+            raise CommandError("BadValue", "stepdown period must be longer than secondaryCatchUpPeriodSecs")
         if n.state != PRIMARY:
             raise CommandError("NotWritablePrimary", "not primary so can't step down")
-        secs = int(body.get("replSetStepDown", 60) or 60)
-        catch_up = body.get("secondaryCatchUpPeriodSecs", min(10, secs))
-        force = bool(body.get("force"))
-        if catch_up is not None and catch_up > secs:
-            raise CommandError("BadValue", "stepdown period must be longer than secondaryCatchUpPeriodSecs")
         if n.stepping_down is not None:
             raise CommandError("ConflictingOperationInProgress", "a stepdown is already in progress")
         n.stepping_down = asyncio.Event()
@@ -665,14 +762,23 @@ class Server:
 
     # ---- member-to-member and test commands ----------------------------------------------------------
 
+    async def _drop_if_blocked(self, body: dict) -> None:
+        """A request from a partitioned member is lost: no answer (until the partition heals, then the connection
+        drops), or a refused connection in the failpoint's instant mode."""
+        n = self.node
+        sender = body.get("from")
+        if not sender or not n.blocked(sender):
+            return
+        if not n.partition_instant:
+            await n.wait_for(lambda: not n.blocked(sender) or n.shutting_down, None)
+        raise ConnectionError("dropped by failpoint")
+
     async def heartbeat(self, conn: Connection, db: str, body: dict) -> dict:
-        if body.get("from") and self.node.blocked(body["from"]):
-            raise ConnectionError("dropped by failpoint")
+        await self._drop_if_blocked(body)
         return self.node.handle_heartbeat(body)
 
     async def request_votes(self, conn: Connection, db: str, body: dict) -> dict:
-        if body.get("from") and self.node.blocked(body["from"]):
-            raise ConnectionError("dropped by failpoint")
+        await self._drop_if_blocked(body)
         return self.node.handle_request_votes(body)
 
     async def pull(self, conn: Connection, db: str, body: dict) -> dict:
@@ -698,17 +804,39 @@ class Server:
         if name != "mongosimPartition":
             raise CommandError("BadValue", f"Cannot find failpoint: {name} (the simulator has mongosimPartition)")
         mode = body.get("mode", "alwaysOn")
-        hosts = [h.lower() for h in (body.get("data") or {}).get("hosts", [])]
+        data = body.get("data") or {}
+        hosts = [h.lower() for h in data.get("hosts", [])]
         if mode == "off":
             self.node.blocked_hosts = set()
         elif mode == "alwaysOn":
             self.node.blocked_hosts = set(hosts)
+            self.node.partition_instant = bool(data.get("instant"))
         else:
             raise CommandError("BadValue", "mode must be alwaysOn or off")
-        for p in self.node.peers.values():
-            if p.host in self.node.blocked_hosts:
-                p.close()
+        if self.node.partition_instant:
+            for p in self.node.peers.values():
+                if p.host in self.node.blocked_hosts:
+                    p.close()
         return {"count": 0, "ok": 1.0}
+
+
+def _number(value: Any, field: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CommandError("TypeMismatch", f"\"{field}\" had the wrong type. Expected a number")
+    return int(value)
+
+
+def _config_in_progress() -> CommandError:
+    return CommandError("ConfigurationInProgress", "Cannot run replSetReconfig because the node is currently "
+                        "updating its configuration")
+
+
+def _require_still_primary(n: Node, term: int) -> None:
+    if n.state != PRIMARY or n.term != term:
+        raise CommandError("NotWritablePrimary", "replSetReconfig: the node stepped down while the reconfig was "
+                           "in progress; it is no longer primary")
 
 
 def e_date(ts: Any) -> datetime.datetime:

@@ -375,18 +375,21 @@ class Cluster:
 
     # ---- fault injection (simulator only) -----------------------------------------------------------
 
-    def _failpoint(self, m: Member, hosts: list[str]) -> None:
+    def _failpoint(self, m: Member, hosts: list[str], instant: bool = False) -> None:
         c = m.client()
         try:
             if hosts:
-                c.admin.command("configureFailPoint", "mongosimPartition", mode="alwaysOn", data={"hosts": hosts})
+                c.admin.command("configureFailPoint", "mongosimPartition", mode="alwaysOn",
+                                data={"hosts": hosts, "instant": instant})
             else:
                 c.admin.command("configureFailPoint", "mongosimPartition", mode="off")
         finally:
             c.close()
 
-    def partition(self, side: Iterable[int | Member]) -> None:
-        """Cut member traffic between ``side`` and every other running member (simulator only)."""
+    def partition(self, side: Iterable[int | Member], *, instant: bool = False) -> None:
+        """Cut member traffic between ``side`` and every other running member (simulator only). Packets are lost,
+        so members notice only when their requests time out (heartbeatTimeoutSecs), as with a real network
+        failure; ``instant=True`` refuses connections instead, so the cut is seen at once."""
         if using_real_mongod():
             raise RuntimeError("partition() needs the simulator's failpoint; not available with MONGOD_BIN")
         a = {self._m(x).index for x in side}
@@ -394,7 +397,7 @@ class Cluster:
             if not m.running or m.frozen:
                 continue
             other = [o.address for o in self.members if (o.index in a) != (m.index in a)]
-            self._failpoint(m, other)
+            self._failpoint(m, other, instant)
 
     def heal(self) -> None:
         """Remove every partition (simulator only)."""

@@ -66,6 +66,8 @@ def restore(rs: Cluster) -> None:
             return
         extra.sort(key=lambda m: m.get("votes", 1))
         cfg["members"] = [m for m in cfg["members"] if m is not extra[0]]
+        for m in cfg["members"]:
+            m.pop("newlyAdded", None)  # the server's field: it keeps it for members that still have it
         reconfig(rs, cfg)
 
 
@@ -82,17 +84,23 @@ def test_single_voting_node_addition_allowed(rs):
     restore(rs)
 
 
-def test_simultaneous_add_and_remove_of_voters_disallowed(rs):
+def test_removing_one_voter_and_demoting_another_disallowed(rs):
     cfg = bumped(rs)
-    cfg["members"] = cfg["members"][:2] + [{"_id": 11, "host": spare(rs, 2)}]
-    e = expect(rs, cfg, "InvalidReplicaSetConfig")
-    assert e.code == 93 and "at most 1 voting member" in str(e)
+    p = rs.wait_for_primary().address
+    others = [m for m in cfg["members"] if m["host"] != p]
+    others[0].update(votes=0, priority=0)
+    cfg["members"].remove(others[1])
+    e = expect(rs, cfg, "NewReplicaSetConfigurationIncompatible")
+    assert e.code == 103 and "at most 1 voting member" in str(e)
 
 
-def test_multi_node_addition_disallowed(rs):
+def test_brand_new_voters_do_not_count_against_the_single_voter_rule(rs):
+    # 5.0+: new voters are newlyAdded before the check, so two of them (or one plus a removal) are accepted
     cfg = bumped(rs)
     cfg["members"] += [{"_id": 12, "host": spare(rs, 3)}, {"_id": 13, "host": spare(rs, 4)}]
-    expect(rs, cfg, "InvalidReplicaSetConfig")
+    assert reconfig(rs, cfg)["ok"] == 1
+    assert [m.get("newlyAdded") for m in current(rs)["members"][3:]] == [True, True]
+    restore(rs)
 
 
 def test_multi_node_addition_of_non_voting_nodes_allowed(rs):
@@ -107,7 +115,7 @@ def test_multi_node_addition_of_arbiters_disallowed(rs):
     cfg = bumped(rs)
     cfg["members"] += [{"_id": 16, "host": spare(rs, 7), "arbiterOnly": True},
                        {"_id": 17, "host": spare(rs, 8), "arbiterOnly": True}]
-    expect(rs, cfg, "InvalidReplicaSetConfig")
+    expect(rs, cfg, "NewReplicaSetConfigurationIncompatible")
 
 
 def test_force_skips_single_node_check(rs):
@@ -131,16 +139,17 @@ def test_force_skips_single_node_check(rs):
     (lambda c, rs: c.update(version=c["version"] - 1), "NewReplicaSetConfigurationIncompatible"),
     (lambda c, rs: c.update(_id="other"), "NewReplicaSetConfigurationIncompatible"),
     (lambda c, rs: c["members"][1].update(_id=99), "NewReplicaSetConfigurationIncompatible"),
-    (lambda c, rs: c["members"][1].update(votes=0), "InvalidReplicaSetConfig"),
-    (lambda c, rs: c["members"][1].update(host=c["members"][2]["host"]), "InvalidReplicaSetConfig"),
-    (lambda c, rs: c["members"][1].update(_id=c["members"][2]["_id"]), "InvalidReplicaSetConfig"),
-    (lambda c, rs: [m.update(priority=0) for m in c["members"]], "InvalidReplicaSetConfig"),
-    (lambda c, rs: c["members"][2].update(hidden=True), "InvalidReplicaSetConfig"),
+    # mongod rewraps every validation failure of a reconfig as 103; only a config it cannot parse answers 93
+    (lambda c, rs: c["members"][1].update(votes=0), "NewReplicaSetConfigurationIncompatible"),
+    (lambda c, rs: c["members"][1].update(host=c["members"][2]["host"]), "NewReplicaSetConfigurationIncompatible"),
+    (lambda c, rs: c["members"][1].update(_id=c["members"][2]["_id"]), "NewReplicaSetConfigurationIncompatible"),
+    (lambda c, rs: [m.update(priority=0) for m in c["members"]], "NewReplicaSetConfigurationIncompatible"),
+    (lambda c, rs: c["members"][2].update(hidden=True), "NewReplicaSetConfigurationIncompatible"),
     (lambda c, rs: c["members"][2].update(bogusField=1), "InvalidReplicaSetConfig"),
-    (lambda c, rs: c["members"][2].update(priority=2000), "InvalidReplicaSetConfig"),
+    (lambda c, rs: c["members"][2].update(priority=2000), "NewReplicaSetConfigurationIncompatible"),
     (lambda c, rs: c["members"][2].update(arbiterOnly=True), "NewReplicaSetConfigurationIncompatible"),
     (lambda c, rs: c["members"].extend({"_id": 20 + i, "host": spare(rs, 20 + i), "votes": 0, "priority": 0}
-                                       for i in range(48)), "InvalidReplicaSetConfig"),
+                                       for i in range(48)), "NewReplicaSetConfigurationIncompatible"),
 ])
 def test_invalid_reconfigs_rejected(rs, mutate, code_name):
     cfg = bumped(rs)
@@ -151,7 +160,7 @@ def test_invalid_reconfigs_rejected(rs, mutate, code_name):
 def test_more_than_seven_voters_rejected(rs):
     cfg = bumped(rs)
     cfg["members"] += [{"_id": 30 + i, "host": spare(rs, 30 + i)} for i in range(5)]
-    e = expect(rs, cfg, "InvalidReplicaSetConfig", force=True)
+    e = expect(rs, cfg, "NewReplicaSetConfigurationIncompatible", force=True)
     assert "no more than 7" in str(e)
     assert len(current(rs)["members"]) == 3
 

@@ -1,6 +1,8 @@
 """Elections, failover, partitions, durability and rollback on real processes."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from pymongo import WriteConcern
 from pymongo.errors import OperationFailure, PyMongoError
@@ -245,21 +247,22 @@ def test_majority_write_times_out_with_wtimeout(mongosim_cluster):
 
 
 @pytest.mark.timeout(60)
-def test_reconfig_phase_two_timeout_keeps_new_config(mongosim_cluster):
-    c = mongosim_cluster(2, election_timeout_ms=10000)
+def test_reconfig_refused_by_quorum_check_when_the_only_peer_is_frozen(mongosim_cluster):
+    c = mongosim_cluster(2, initiate=False, election_timeout_ms=10000)
+    c.initiate(c.config_document(settings={"heartbeatTimeoutSecs": 2}))
     p = c.wait_for_primary()
     cl = p.client()
     c.wait_for(lambda: cl.admin.command("replSetGetConfig", commitmentStatus=True)["commitmentStatus"], 20)
     other = next(m for m in c.members if m is not p)
-    c.freeze(other)  # it cannot install the new config
+    c.freeze(other)  # it cannot answer the quorum check's heartbeat
     try:
         cfg = cl.admin.command("replSetGetConfig")["config"]
         cfg["version"] += 1
         cfg["members"][0]["tags"] = {"dc": "a"}
         with pytest.raises(OperationFailure) as e:
-            cl.admin.command("replSetReconfig", cfg, maxTimeMS=1500)
-        assert e.value.details["codeName"] == "MaxTimeMSExpired"
-        assert cl.admin.command("replSetGetConfig")["config"]["version"] == cfg["version"]
+            cl.admin.command("replSetReconfig", cfg, maxTimeMS=10000)
+        assert e.value.code == 74 and "Quorum check failed" in str(e.value)
+        assert cl.admin.command("replSetGetConfig")["config"]["version"] == cfg["version"] - 1
     finally:
         c.thaw(other)
 
@@ -320,3 +323,34 @@ def test_force_reconfig_on_survivor_after_losing_majority(mongosim_cluster):
     assert sc.app.docs.find_one({"_id": "kept"}) == {"_id": "kept"}
     new_cfg = sc.admin.command("replSetGetConfig")["config"]
     assert len(new_cfg["members"]) == 1 and new_cfg["version"] > cfg["version"]
+
+
+def _health(observer_admin, target) -> float:
+    st = observer_admin.command("replSetGetStatus")
+    return next(m for m in st["members"] if m["name"] == target.address)["health"]
+
+
+def _seconds_until_unhealthy(c, observer_admin, target) -> float:
+    started = time.monotonic()
+    c.wait_for(lambda: _health(observer_admin, target) == 0, 20, interval=0.05, what=f"{target} unhealthy")
+    return time.monotonic() - started
+
+
+@pytest.mark.simulator_only
+@pytest.mark.timeout(120)
+def test_partition_is_noticed_after_heartbeat_timeout_unless_instant(mongosim_cluster):
+    c = mongosim_cluster(3, initiate=False, election_timeout_ms=15000)
+    c.initiate(c.config_document(settings={"heartbeatTimeoutSecs": 3}))
+    p = c.wait_for_primary()
+    s = next(m for m in c.members if m is not p)
+    client = p.client()
+    try:
+        c.partition([s])  # lost packets, as a cut cable: only the heartbeat timeout tells
+        assert _seconds_until_unhealthy(c, client.admin, s) >= 2.7
+        c.heal()
+        c.wait_for(lambda: _health(client.admin, s) == 1, 20, what="healed")
+        c.partition([s], instant=True)  # refused connections: seen at once
+        assert _seconds_until_unhealthy(c, client.admin, s) < 2
+        c.heal()
+    finally:
+        client.close()
