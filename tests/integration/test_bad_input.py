@@ -232,3 +232,37 @@ def test_first_deployment_is_decided_by_the_module(tmp_path, cluster_factory):
     assert fresh.get("failed") is not True, fresh
     assert fresh["first_deployment"] is True and fresh["machines"] == ["sm1"] and fresh["records"] == []
     assert all(cluster.is_uninitiated(i) for i in range(3))
+
+
+@pytest.fixture(scope="module")
+def foreign_sets(tmp_path_factory):
+    """Two one-member sets that are not ours: one named 'other', one that is also named 'stateserver'."""
+    from mongosim import testing
+
+    workdir = tmp_path_factory.mktemp("foreign")
+    sets = []
+    try:
+        for name in ("other", "stateserver"):
+            sim = testing.Cluster(1, block="127.20", workdir=workdir / name, set_name=name, port=37017, spare=0)
+            sets.append(sim)
+            sim.start(0)
+            sim.initiate()
+        yield [sim.members[0].address for sim in sets]
+    finally:
+        for sim in sets:
+            sim.stop()
+
+
+@pytest.mark.parametrize("which,words", [(0, ["replica set 'other'"]), (1, ["another replica set also named"])],
+                         ids=["another set name", "same set name, another set"])
+def test_pool_hosts_of_another_set_are_refused(converged, foreign_sets, which, words):
+    """Issue 12: members of another replica set were recorded and added, and then voted in ours."""
+    cluster, workdir = converged
+    before = state(cluster)
+    address = foreign_sets[which]
+    run = run_tasks(workdir / f"foreign-{which}", [
+        ea(cluster, n=5, pool=pool(cluster) + [{"name": "sm8", "address": address},
+                                               {"name": "sm9", "address": cluster.hosts[3]}]),
+    ])
+    assert_refused(run[0], [address, "remove it from state_machines", *words])
+    assert state(cluster) == before
