@@ -31,7 +31,12 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     primary_of,
     statuses_of,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._records import API_PORT, address_key, shared_addresses
+from ansible_collections.stateserver.ha.plugins.module_utils._records import (
+    API_PORT,
+    address_key,
+    answers_as_member,
+    shared_addresses,
+)
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import validate_n
 
 
@@ -82,13 +87,6 @@ def _adopt(records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView
     return adopted
 
 
-def _same_member(hello, member_host: str, set_name: str | None) -> bool:
-    """Whether a hello answer comes from the member configured at member_host (mongod reports that host as `me`)."""
-    return (isinstance(hello, dict) and hello.get("setName") is not None
-            and (set_name is None or hello.get("setName") == set_name)
-            and address_key(str(hello.get("me") or "")) == address_key(member_host))
-
-
 def _repair(known: list[MachineRecord], pool: list[PoolHost], view: ReplSetView, answers: dict,
             member_of, status_of) -> tuple[list[MachineRecord], list[str], str | None]:
     """(records with the pool's addresses, repair lines, refusal). See the module docstring for what is safe."""
@@ -104,7 +102,7 @@ def _repair(known: list[MachineRecord], pool: list[PoolHost], view: ReplSetView,
         if address_key(host.mongo_address) != address_key(rec.mongo_address):
             mem, st = member_of(rec), status_of(rec)
             if mem is not None and st is not None and not st.down \
-                    and not _same_member(answers.get(host.mongo_address), mem.host, set_name):
+                    and not answers_as_member(answers.get(host.mongo_address), mem.host, set_name):
                 return known, [], (
                     f"the pool gives machine {rec.name} the mongo address {host.mongo_address}, but its member at "
                     f"{mem.host} is {st.state_str} and {host.mongo_address} does not answer as that member, so "

@@ -234,6 +234,14 @@ def hello_members(hello: dict) -> set[str]:
     return {address_key(h) for key in ("hosts", "passives", "arbiters") for h in hello.get(key) or []}
 
 
+def answers_as_member(hello, member_host: str, set_name: str | None = None) -> bool:
+    """Whether a hello answer comes from the member configured at member_host: mongod reports its configured host
+    as `me`, so a process reached at a new address that names the old one is the same member."""
+    return (isinstance(hello, dict) and hello.get("setName") is not None
+            and (set_name is None or hello.get("setName") == set_name)
+            and address_key(str(hello.get("me") or "")) == address_key(member_host))
+
+
 def foreign_hosts(set_name: str, config: dict | None, hellos: dict) -> list[str]:
     """Problems for answering pool hosts that belong to another replica set ([] when none does).
 
@@ -263,5 +271,6 @@ def foreign_hosts(set_name: str, config: dict | None, hellos: dict) -> list[str]
 
 
 __all__ = ["API_PORT", "MACHINE_TAG", "RECORDS_COLLECTION", "RECORDS_DATABASE", "AddressError", "address_key",
+           "answers_as_member",
            "foreign_hosts", "normalise_address", "parse_address", "parse_pool", "parse_record_docs", "record_from_doc",
            "record_problems", "record_to_doc", "shared_addresses"]
