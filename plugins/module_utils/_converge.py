@@ -21,7 +21,8 @@ How each refusal mongod sends is handled (codes from its error_codes.yml):
   re-plan. Not moved: mongod refuses this config for a reason the client-side checks missed: fail at once with the
   server's words (retrying would only repeat the refusal until the timeout).
   10107 NotWritablePrimary, 189 PrimarySteppedDown, 11602 InterruptedDueToReplStateChange, 50 MaxTimeMSExpired
-  (installed, not yet on a majority), a dropped connection: the outcome is unknown; the config is re-read, the step counted only if it landed, and never sent again blindly.
+  (installed, not yet on a majority), a dropped connection: the outcome is unknown; the config is re-read, the
+  step counted only if it landed, and never sent again blindly.
 
 Two runs at once are harmless by design: every step is computed from the config it was read from and carries that
 config's version + 1, and mongod installs a non-force reconfig only when its version is greater than the current

@@ -81,7 +81,20 @@ _NOT_INITIATED_CODES = frozenset({
 
 
 class ReplSetError(Exception):
-    """A replica-set operation failed in a way the caller should report as is (names the operation)."""
+    """A replica-set operation failed in a way the caller should report as is (names the operation).
+
+    `outcome` is what a convergence run did before the failure (set by the loop that raises it), else None.
+    """
+
+    outcome = None
+
+
+class RecordsWriteError(ReplSetError):
+    """Writing the machine records failed part way; `written` names the records written or deleted before it."""
+
+    def __init__(self, message: str, written: list[str]) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 class TransientError(ReplSetError):
@@ -232,7 +245,7 @@ class ReplSet:
     def _probe_one(self, seed: str):
         """hello from one seed, or the error text. A TCP connect first: a host where nothing listens (a spare
         without mongod) answers at once with a refusal, where pymongo would wait out the server selection."""
-        host, _, port = seed.rpartition(":")
+        host, port = seed.rsplit(":", 1)
         timeout = min(PROBE_CONNECT_TIMEOUT, self.options["serverSelectionTimeoutMS"] / 1000)
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
@@ -376,11 +389,9 @@ class ReplSet:
                 coll.delete_one({"_id": name})
                 touched.append(name)
         except PyMongoError as exc:
-            error = ReplSetError(
+            raise RecordsWriteError(
                 f"writing the machine records with majority write concern failed after {touched or 'no record'}: "
-                f"{exc}; re-run to continue (the records are re-read, nothing is lost)")
-            error.written = touched
-            raise error from exc
+                f"{exc}; re-run to continue (the records are re-read, nothing is lost)", touched) from exc
         return touched
 
     def reconfig(self, config: dict, max_time: float = 60.0) -> bool:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from cluster import Cluster
+
+# Tests that drive module_utils in-process import the collection as Ansible does, from build/collections.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "collections"))
 
 
 @pytest.fixture

@@ -92,8 +92,8 @@ OLD = {"_id": "stateserver", "version": 4, "members": [{"_id": 0, "host": "a:1",
 NEW = {**OLD, "version": 5, "members": [*OLD["members"], {"_id": 1, "host": "b:1", "votes": 0, "priority": 0.0}]}
 
 
-def refusing(code: int, installed: dict = OLD, errmsg: str = "refused") -> tuple[_replset.ReplSet, FakeAdmin]:
-    admin = FakeAdmin(OperationFailure(errmsg, code, {"ok": 0, "errmsg": errmsg, "code": code}), installed)
+def refusing(code: int, installed: dict | None = None, errmsg: str = "refused") -> tuple[_replset.ReplSet, FakeAdmin]:
+    admin = FakeAdmin(OperationFailure(errmsg, code, {"ok": 0, "errmsg": errmsg, "code": code}), installed or OLD)
     rs = _replset.ReplSet({"seeds": ["a:1"]})
     rs._client = FakeClient(admin)
     return rs, admin
