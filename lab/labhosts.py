@@ -36,7 +36,7 @@ IMAGE_PACKAGES = [
     # ansible.builtin.pip (used by the api_server role) imports packaging on the host.
     "python3-packaging",
     # The binary and package install methods: apt's Python binding for ansible.builtin.apt, and pymongo for
-    # the mongod role's admin helper (the hosts have no package mirror to fetch them from).
+    # stateserver.ha.mongod_member, which the mongod role runs on the host (no package mirror to fetch them from).
     "python3-apt", "python3-pymongo",
     # The repository install method fetches its signing key with get_url.
     "ca-certificates",

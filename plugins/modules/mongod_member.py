@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: mongod_member
 short_description: Bootstrap, step down or wait for the replica-set member on this host
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs on a state machine and talks to the mongod there through a loopback address (O(login_host)), because
     bootstrapping relies on MongoDB's localhost exception, which lets a loopback connection initiate the set and
@@ -48,8 +48,8 @@ options:
     default: stateserver
   login_user:
     description:
-      - The admin user: created by O(state=bootstrapped), logged in as by O(state=bootstrapped) and
-        O(state=stepped_down).
+      - The admin user, which O(state=bootstrapped) creates and O(state=bootstrapped) and O(state=stepped_down)
+        log in as.
     type: str
     default: admin
   login_password:

@@ -234,50 +234,51 @@ class FakeModule:
 
 
 def run(member, **kwargs):
+    """The module's result for these arguments; its warnings are in result["warnings"]."""
     result = {"changed": False, "actions": [], "member": {}, "msg": ""}
     module = FakeModule(**kwargs)
     mongod_member.run(module, member, result)
-    return result, module
+    return dict(result, warnings=module.warnings)
 
 
 def test_bootstrap_in_check_mode_reports_both_actions_and_sends_nothing():
     member = FakeMember()
-    result, _ = run(member, check_mode=True)
+    result = run(member, check_mode=True)
     assert result["changed"] and len(result["actions"]) == 2 and member.sent == []
 
 
 def test_bootstrap_initiates_creates_the_admin_then_changes_nothing():
     member = FakeMember()
-    first, _ = run(member)
+    first = run(member)
     assert first["changed"] and [s[0] for s in member.sent] == ["initiate", "createUser"]
     assert member.sent[0][1]["members"][0]["tags"] == {"stateserver-machine": "sm1"}
     assert first["member"]["primary"] and first["member"]["initiated"]
-    second, _ = run(member)
+    second = run(member)
     assert not second["changed"] and second["actions"] == [] and len(member.sent) == 2
 
 
 def test_bootstrap_check_mode_on_a_silent_member_warns_and_plans_a_new_member():
-    result, module = run(FakeMember(answering=False), check_mode=True)
-    assert result["changed"] and len(result["actions"]) == 2 and module.warnings
+    result = run(FakeMember(answering=False), check_mode=True)
+    assert result["changed"] and len(result["actions"]) == 2 and result["warnings"]
 
 
 def test_step_down_sends_one_step_down_then_changes_nothing():
     member = FakeMember(initiated=True, admin=True, voters=3)
-    first, _ = run(member, state="stepped_down")
+    first = run(member, state="stepped_down")
     assert first["changed"] and member.sent == [("stepDown",)] and not first["member"]["primary"]
-    second, _ = run(member, state="stepped_down")
+    second = run(member, state="stepped_down")
     assert not second["changed"] and member.sent == [("stepDown",)]
 
 
 def test_step_down_in_check_mode_reports_without_sending():
     member = FakeMember(initiated=True, admin=True, voters=3)
-    result, _ = run(member, state="stepped_down", check_mode=True)
+    result = run(member, state="stepped_down", check_mode=True)
     assert result["changed"] and member.sent == [] and member.primary
 
 
 def test_ready_in_check_mode_reads_the_member_without_waiting():
-    result, _ = run(FakeMember(answering=False), state="ready", check_mode=True)
+    result = run(FakeMember(answering=False), state="ready", check_mode=True)
     assert not result["changed"] and result["member"]["answering"] is False
     assert result["msg"] == "the member is not PRIMARY or SECONDARY yet (check mode does not wait)"
-    result, _ = run(FakeMember(initiated=True, admin=True, voters=3), state="ready", check_mode=True)
+    result = run(FakeMember(initiated=True, admin=True, voters=3), state="ready", check_mode=True)
     assert result["member"]["primary"] and result["msg"] == "the member is PRIMARY or SECONDARY"
