@@ -14,7 +14,7 @@ import pytest
 from cluster import MACHINE_TAG, Cluster
 from playbook import run_tasks
 from pymongo.errors import PyMongoError
-from test_modules import PG, STATUS, assert_converged, conn, converge_to, ea, pg, voters
+from test_modules import PG, STATUS, ConnectionCounter, assert_converged, conn, converge_to, ea, pg, voters
 
 pytestmark = pytest.mark.timeout(480)
 
@@ -204,3 +204,38 @@ def test_peergroup_runs_only_when_a_set_exists(tmp_path, cluster_factory):
     cluster = cluster_factory(size=3)
     run = run_tasks(tmp_path, [{PG: {**conn(cluster), "timeout": 30}}])
     assert failed(run[0]) and run[0]["changed"] is False and "not initiated" in run[0]["msg"], run[0]
+
+
+BAD_OPTIONS = [
+    (PG, {"timeout": "nan"}, "timeout must be"),
+    (PG, {"timeout": 0}, "timeout must be"),
+    (PG, {"timeout": "inf"}, "timeout must be"),
+    (PG, {"port": 70000}, "port must be from 1 to 65535"),
+    (PG, {"server_selection_timeout": -1}, "server_selection_timeout must be"),
+    (PG, {"seeds": ["not a host!!"]}, "not a host name"),
+    (PG, {"seeds": [" "]}, "empty"),
+    (PG, {"records": [{"name": "sm1", "mongo_address": "h:99999", "api_address": "h:1", "wants_vote": True}]},
+     "port must be a number from 1 to 65535"),
+    (PG, {"records": [{"name": "sm1", "mongo_address": "h:1", "api_address": "h:2", "wants_vote": "maybe"}]},
+     "wants_vote"),
+    (STATUS, {"port": 0}, "port must be from 1 to 65535"),
+    (STATUS, {"server_selection_timeout": "nan"}, "server_selection_timeout must be"),
+    (STATUS, {"pool": [{"name": "sm1", "address": "a:b:c"}]}, "a:b:c"),
+]
+
+
+def test_bad_options_fail_with_a_message_before_any_connection(tmp_path):
+    counter = ConnectionCounter("127.20.0.1")
+    try:
+        tasks = [{module: {"seeds": [f"127.20.0.1:{counter.port}"], "server_selection_timeout": 2, **options}}
+                 for module, options, _fragment in BAD_OPTIONS]
+        run = run_tasks(tmp_path, tasks)
+    finally:
+        counter.close()
+    assert len(run.results) == len(BAD_OPTIONS), run.stdout + run.stderr
+    for (module, options, fragment), result in zip(BAD_OPTIONS, run.results):
+        assert failed(result) and result.get("changed") is False, (module, options, result)
+        assert fragment in result["msg"], (module, options, result["msg"])
+        # ansible-core adds exception: "(traceback unavailable)" to every failure; a real one would be in there.
+        assert "Traceback" not in result["msg"] + result.get("exception", ""), (module, options, result)
+    assert counter.accepted == 0

@@ -157,3 +157,32 @@ def test_bad_connection_options_are_refused_before_any_client_exists():
         _replset.ReplSet({"seeds": ["a"], "port": 70000})
     with pytest.raises(_replset.ReplSetError, match="server_selection_timeout"):
         _replset.ReplSet({"seeds": ["a"], "server_selection_timeout": float("nan")})
+
+
+def test_too_stale_asks_each_recovering_member_itself(monkeypatch):
+    # Only the member knows it is too stale (replSetGetStatus tooStale: true on itself); the others see RECOVERING.
+    asked = []
+
+    class Client:
+        def __init__(self, host, **opts):
+            assert opts["directConnection"] is True
+            self.host = host
+            self.admin = self
+
+        def command(self, name):
+            asked.append((self.host, name))
+            if self.host == "down:1":
+                raise _replset.PyMongoError("connection refused")
+            return {"myState": 3, "tooStale": True} if self.host == "stale:1" else {"myState": 3}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(_replset, "MongoClient", Client)
+    rs = _replset.ReplSet({"seeds": ["a"]})
+    assert rs.too_stale(["stale:1", "syncing:1", "down:1"]) == frozenset({"stale:1"})
+    assert sorted(asked) == [("down:1", "replSetGetStatus"), ("stale:1", "replSetGetStatus"),
+                             ("syncing:1", "replSetGetStatus")]
+    assert rs.too_stale([]) == frozenset()
