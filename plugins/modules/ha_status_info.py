@@ -28,6 +28,8 @@ options:
       - The hosts that may be state machines, as given to M(stateserver.ha.ensure_availability). Pool hosts come
         first in the rows, in this order; a pool host that is not a member is a V(spare).
       - Left out, the rows list the recorded machines and the members only.
+      - The pool is validated as M(stateserver.ha.ensure_availability) validates it (unique names and addresses,
+        V(host:port) syntax); an invalid pool fails the task with what to fix.
     type: list
     elements: dict
     default: []
@@ -37,14 +39,17 @@ options:
         type: str
         required: true
       mongo_address:
-        description: The host's mongod address, V(host) or V(host:port).
+        description: The host's mongod address as its member host string, V(host:port). Wins over O(pool[].address).
         type: str
       address:
-        description: Same as O(pool[].mongo_address), which wins when both are given.
+        description: The host's address, V(host) (O(port) is added) or V(host:port).
         type: str
       api_address:
         description: The host's API server address (accepted so a pool can be passed as is; not shown).
         type: str
+      reachable:
+        description: Accepted so the pool given to M(stateserver.ha.ensure_availability) can be passed as is; not used.
+        type: bool
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -210,30 +215,18 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import RECOV
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     convergence_report,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_record_docs
+from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_pool, parse_record_docs
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
-    seed_list,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._status import (
     status_rows,
     status_table,
 )
-
-
-def pool_entries(pool: list, port: int) -> list[dict]:
-    """The pool as rows need it: name and a host:port mongo address (the port option completes a bare host)."""
-    entries = []
-    for i, entry in enumerate(pool):
-        address = entry.get("mongo_address") or entry.get("address")
-        entries.append({"name": entry["name"],
-                        "mongo_address": seed_list([address], port, f"pool[{i}] ({entry['name']})")[0]
-                        if address else ""})
-    return entries
 
 
 def main() -> None:
@@ -243,16 +236,17 @@ def main() -> None:
         "mongo_address": {"type": "str"},
         "address": {"type": "str"},
         "api_address": {"type": "str"},
+        "reachable": {"type": "bool"},
     }})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     problem = check_connection(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False)
-    try:
-        pool = pool_entries(module.params["pool"], module.params["port"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+    hosts, problems = parse_pool(module.params["pool"], module.params["port"])
+    if problems:
+        module.fail_json(msg="the pool is not valid: " + "; ".join(problems), changed=False)
+    pool = [{"name": h.name, "mongo_address": h.mongo_address} for h in hosts]
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
