@@ -200,15 +200,19 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
     def heartbeat(name: UnitName) -> dict[str, Any]:
         return backend.heartbeat(name)
 
-    @app.get("/v1/kv/{key}", tags=["kv"], response_model=KvEntry,
+    @app.get("/v1/kv/{key}", tags=["kv"], response_model=KvEntry, operation_id="getKey",
              responses={**ERRORS, 404: {"model": Problem, "description": "Unknown key"},
                         409: {"model": ConflictProblem, "description": "The stored entry is unreadable"}})
     def kv_get(key: Key) -> dict[str, Any]:
         return backend.kv_get(key)
 
-    @app.put("/v1/kv/{key}", tags=["kv"], response_model=KvWritten,
+    # The link says how a client follows a write: read the key back (the stateful fuzz test follows it).
+    @app.put("/v1/kv/{key}", tags=["kv"], response_model=KvWritten, operation_id="putKey",
              responses={**ERRORS, 409: {"model": ConflictProblem,
-                                        "description": "Stale version, or the stored entry is unreadable"}},
+                                        "description": "Stale version, or the stored entry is unreadable"},
+                        200: {"links": {
+                            "ReadWrittenKey": {"operationId": "getKey", "parameters": {"key": "$response.body#/key"}},
+                        }}},
              summary="Write a key if it is at the given version (optimistic concurrency, idempotent by request_id)")
     def kv_put(key: Key, write: Annotated[KvWrite, Body()]) -> Any:
         try:

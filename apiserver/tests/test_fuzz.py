@@ -1,14 +1,17 @@
-"""Fuzz the HTTP API from its own OpenAPI document (schemathesis, valid and invalid inputs) and with raw hypothesis
-requests: never a 5xx for anything a client sends, and nothing but liveness answers without the token."""
+"""Fuzz the HTTP API from its own OpenAPI document (schemathesis: valid and invalid inputs, and stateful workflows
+that follow the document's links) and with raw hypothesis requests and a stateful model of the key/value contract:
+never a 5xx for anything a client sends, and nothing but liveness answers without the token."""
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 import schemathesis
 from fakes import MemoryBackend
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 from stateserver_api.app import create_app
 
 TOKEN = "fuzz-token-0123456789"
@@ -67,3 +70,75 @@ def test_arbitrary_json_writes_are_answered_without_server_errors(body: object, 
     response = client.put(f"/v1/kv/{quote(key, safe='')}", headers={**AUTH, "Content-Type": "application/json"},
                           content=json.dumps(payload))
     assert response.status_code in (200, 400, 404, 405, 409), response.text
+
+
+class ApiWorkflow(schema.as_state_machine()):  # type: ignore[misc]
+    """Stateful: sequences of calls linked through their answers (a unit registered, then heartbeated and read; a
+    key written, then read and rewritten at the version the write returned), with valid and invalid inputs.
+    Besides "no 5xx, no 422", schemathesis's own checks hold: documented status codes and content types, answers
+    matching their schemas, and a resource that was created being found by the next call."""
+
+    def setup(self) -> None:
+        backend.kv.clear()
+        backend.units.clear()
+
+    def get_call_kwargs(self, case: schemathesis.Case) -> dict:
+        return {"headers": {**(case.headers or {}), **AUTH}}
+
+    def validate_response(self, response: Any, case: schemathesis.Case, additional_checks: Any = None,
+                          **kwargs: Any) -> None:
+        assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text)
+        assert response.status_code != 422, "validation errors must be 400"
+        super().validate_response(response, case, additional_checks, **kwargs)
+
+
+TestApiWorkflow = ApiWorkflow.TestCase
+TestApiWorkflow.settings = settings(max_examples=25, stateful_step_count=6, deadline=None,
+                                    suppress_health_check=list(HealthCheck))
+
+
+class KeyValueContract(RuleBasedStateMachine):
+    """Stateful kv contract against a model (schemathesis starts its workflows from POST /v1/units only): writes at
+    the current, a stale or an invalid version, retries of earlier writes by request id, and reads, in any order.
+    A write applies exactly when its version is the key's, a retried request id is answered from its first
+    application, and a read returns what the model holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        backend.kv.clear()
+        self.model: dict[str, tuple[object, int]] = {}
+        self.answers: dict[tuple[str, str], dict] = {}  # (key, request id) -> the answer of its first application
+
+    @rule(key=st.sampled_from(["a", "b"]), value=st.integers() | st.text(max_size=5) | st.none(),
+          stale=st.booleans(), request_id=st.sampled_from(["r1", "r2", "r3", "r4"]))
+    def put(self, key: str, value: object, stale: bool, request_id: str) -> None:
+        current = self.model.get(key, (None, 0))[1]
+        version = current + 1 if stale else current
+        response = client.put(f"/v1/kv/{key}", headers=AUTH,
+                              json={"value": value, "version": version, "request_id": request_id})
+        if (key, request_id) in self.answers:
+            assert response.json() == {**self.answers[key, request_id], "replayed": True}
+        elif stale:
+            assert response.status_code == 409 and response.json()["current_version"] == current
+        else:
+            assert response.json() == {"key": key, "version": current + 1, "replayed": False}
+            self.model[key] = (value, current + 1)
+            self.answers[key, request_id] = response.json()
+
+    @rule(key=st.sampled_from(["a", "b"]), version=st.sampled_from(["1", True, 1.0, -1, None]))
+    def put_invalid_version(self, key: str, version: object) -> None:
+        response = client.put(f"/v1/kv/{key}", headers=AUTH, json={"value": 1, "version": version, "request_id": "x"})
+        assert response.status_code == 400
+
+    @rule(key=st.sampled_from(["a", "b"]))
+    def get(self, key: str) -> None:
+        response = client.get(f"/v1/kv/{key}", headers=AUTH)
+        if key in self.model:
+            value, version = self.model[key]
+            assert response.json() == {"key": key, "value": value, "version": version}
+        else:
+            assert response.status_code == 404
+
+
+TestKeyValueContract = KeyValueContract.TestCase
+TestKeyValueContract.settings = settings(max_examples=30, stateful_step_count=12, deadline=None)

@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from stateserver_api.main import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,13 +23,27 @@ pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not shutil.which(str(ANSIBLE)), reason="needs ansible-playbook in the venv")]
 
 
-def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> None:
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(json.dumps([{
+def run_playbook(tmp_path: Path, plays: list[dict], extra: dict | None = None) -> subprocess.CompletedProcess:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps(plays))
+    (tmp_path / "extra.json").write_text(json.dumps(extra or {}))
+    env = {**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}
+    return subprocess.run([str(ANSIBLE), "-i", "localhost,", "-e", f"@{tmp_path / 'extra.json'}", str(playbook)],
+                          capture_output=True, text=True, env=env, timeout=100, check=False)
+
+
+def render(tmp_path: Path, host: str) -> subprocess.CompletedProcess:
+    """Render the role's config and unit with its defaults, the secret files in tmp_path as the role writes them."""
+    (tmp_path / "token").write_text("never-in-a-template-0123\n")
+    (tmp_path / "mongo-password").write_text("never-in-a-template-pw\n")
+    return run_playbook(tmp_path, [{
         "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars_files": [str(ROLE / "defaults" / "main.yml")],
-        "vars": {"ansible_python_interpreter": sys.executable, "ansible_host": "10.177.0.11", "api_server_token": "never-in-a-template-0123",
-                 "api_server_mongo_password": "never-in-a-template-pw", "out": str(tmp_path)},
+        "vars": {"ansible_python_interpreter": sys.executable, "ansible_host": host,
+                 "api_server_token": "never-in-a-template-0123", "api_server_mongo_password": "never-in-a-template-pw",
+                 "out": str(tmp_path)},
         "tasks": [
             {"name": "Render the config", "ansible.builtin.template": {
                 "src": str(ROLE / "templates" / "api.json.j2"), "dest": "{{ out }}/api.json", "mode": "0600"}},
@@ -35,21 +51,77 @@ def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> No
                 "src": str(ROLE / "templates" / "stateserver-api.service.j2"), "dest": "{{ out }}/unit",
                 "mode": "0600"}},
         ],
-    }]))
-    env = {**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
-    run = subprocess.run([str(ANSIBLE), "-i", "localhost,", str(playbook)], capture_output=True, text=True,
-                         env=env, timeout=100, check=False)
-    assert run.returncode == 0, run.stdout + run.stderr
+    }], extra={"api_server_config_dir": str(tmp_path)})  # over the role defaults read as vars_files
 
+
+def check_config(config: Path) -> subprocess.CompletedProcess:
+    """The role's validate step for api.json (tasks/configure.yml)."""
+    return subprocess.run([str(ANSIBLE.parent / "stateserver-api"), "--config", str(config), "--check-config"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> None:
+    run = render(tmp_path, "10.177.0.11")
+    assert run.returncode == 0, run.stdout + run.stderr
     config = json.loads((tmp_path / "api.json").read_text())
     settings = load_settings(["--config", str(tmp_path / "api.json")])
     assert (settings.host, settings.port) == ("10.177.0.11", 17070)
     assert settings.mongo_seeds == ["10.177.0.11:37017"]
-    assert settings.token_file == "/etc/stateserver-api/token"
-    assert settings.mongo_password_file == "/etc/stateserver-api/mongo-password"
+    assert settings.token_file == str(tmp_path / "token")
+    assert settings.mongo_password_file == str(tmp_path / "mongo-password")
     unit = (tmp_path / "unit").read_text()
-    assert "ExecStart=/opt/stateserver-api/bin/stateserver-api --config /etc/stateserver-api/api.json\n" in unit
+    command = f"/opt/stateserver-api/bin/stateserver-api --config {tmp_path}/api.json"
+    assert f"ExecStart={command}\n" in unit
+    assert f"ExecStartPost={command} --wait-live 30\n" in unit  # a restart ends when the server answers
+    assert "LimitNOFILE=16384\n" in unit and "TasksMax=256\n" in unit and "MemoryMax=512M\n" in unit
     assert "User=stateserver-api\n" in unit
     for rendered in (json.dumps(config), unit):
         assert "never-in-a-template" not in rendered
+
+    # The role's validate step accepts this config, and refuses it with any spelling of the wildcard address.
+    configure = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
+    template = next(t["ansible.builtin.template"] for t in configure if "ansible.builtin.template" in t)
+    assert template["validate"].endswith("/bin/stateserver-api --config %s --check-config")
+    assert check_config(tmp_path / "api.json").returncode == 0
+    for host in ("0", "0x0", "::0", "0:0:0:0:0:0:0:0"):
+        (tmp_path / "api.json").write_text(json.dumps({**config, "host": host}))
+        check = check_config(tmp_path / "api.json")
+        assert check.returncode == 2 and "wildcard address" in check.stderr, host
+
+
+def wheels_play(tmp_path: Path, wheels: Path, check: bool = False) -> list[dict]:
+    return [{"hosts": "localhost", "connection": "local", "gather_facts": False, "check_mode": check,
+             "vars": {"ansible_python_interpreter": sys.executable},
+             "tasks": [{"name": "Send the wheels", "ansible.builtin.include_role": {
+                 "name": "api_server", "tasks_from": "wheels.yml"},
+                 "vars": {"__api_server_wheels_src": str(wheels), "__api_server_wheels_dest": str(tmp_path / "dest")}},
+                 {"name": "Report", "ansible.builtin.debug": {"msg": "WHEELS-CHANGED={{ __api_server_wheels is changed }}"}}]}]
+
+
+@pytest.mark.timeout(400)  # four ansible-playbook runs; each takes half a minute on a busy 2-core machine
+def test_wheels_travel_as_one_archive_and_only_when_they_changed(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"wheel a1")
+    (wheels / "b-1.0-py3-none-any.whl").write_bytes(b"wheel b1")
+
+    def send(check: bool = False) -> bool:
+        run = run_playbook(tmp_path, wheels_play(tmp_path, wheels, check))
+        assert run.returncode == 0, run.stdout + run.stderr
+        return "WHEELS-CHANGED=True" in run.stdout
+
+    assert send() is True
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"]
+    archive = (tmp_path / "dest.tar").stat()
+    for wheel in wheels.iterdir():  # the same wheels rebuilt later: new times, same bytes
+        os.utime(wheel, (1e9, 1e9))
+    assert send() is False  # a re-run sends nothing
+    assert (tmp_path / "dest.tar").stat().st_mtime == archive.st_mtime
+    (wheels / "a-1.0-py3-none-any.whl").unlink()
+    (wheels / "a-1.1-py3-none-any.whl").write_bytes(b"wheel a2")
+    assert send(check=True) is True  # --check tells the truth and changes nothing
+    assert (tmp_path / "dest" / "a-1.0-py3-none-any.whl").exists()
+    assert send() is True
+    # The older build's wheel is gone, so pip cannot pick it up.
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["a-1.1-py3-none-any.whl", "b-1.0-py3-none-any.whl"]
+    assert not [p for p in Path(tempfile.gettempdir()).glob("ansible.*stateserver-wheels")]  # scratch removed
