@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stateserver_api.limits import MAX_BODY_BYTES
+from stateserver_api.limits import MAX_BODY_BYTES, Budget, connection_budget
 from stateserver_api.main import bind_address_problem
 
 VENV_BIN = Path(sys.executable).parent
@@ -247,3 +247,19 @@ def test_wait_live_returns_once_the_server_answers(tmp_path: Path) -> None:
         assert wait_live(server.port, "10").returncode == 0
     nobody = wait_live(free_port(), "0.5")
     assert nobody.returncode == 1 and "did not answer within 0.5s" in nobody.stderr
+
+
+@pytest.mark.parametrize(("nofile", "requested", "expected"), [
+    (1024, 0, Budget(512, 64)),  # the common default limit: room for four accept bursts and a quarter spare
+    (16384, 0, Budget(4096, 1024)),  # the role's LimitNOFILE
+    (16384, 100, Budget(100, 1024)),
+    (1024, 100_000, Budget(512, 64)),  # never more than the file limit allows, whatever is asked
+    (128, 0, Budget(16, 16)),
+])
+def test_the_connection_cap_fits_the_file_limit(monkeypatch: pytest.MonkeyPatch, nofile: int, requested: int,
+                                                 expected: Budget) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (nofile, nofile))
+    budget = connection_budget(requested)
+    assert budget == expected
+    if nofile >= 1024:
+        assert budget.max_connections + 4 * budget.backlog + nofile // 4 <= nofile
