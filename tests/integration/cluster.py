@@ -22,10 +22,11 @@ SETTINGS = {"electionTimeoutMillis": 1000, "heartbeatIntervalMillis": 200}
 class Cluster:
     """size members named sm1..smN on one /24 of 127.20.0.0/16 (port 37017); the first `start` of them run."""
 
-    def __init__(self, workdir, size: int, start: int | None = None) -> None:
+    def __init__(self, workdir, size: int, start: int | None = None, extra_args: tuple = ()) -> None:
         self.sim = testing.Cluster(size, block="127.20", workdir=workdir, set_name=SET_NAME, port=PORT,
                                    election_timeout_ms=SETTINGS["electionTimeoutMillis"],
-                                   heartbeat_interval_ms=SETTINGS["heartbeatIntervalMillis"], spare=0)
+                                   heartbeat_interval_ms=SETTINGS["heartbeatIntervalMillis"], spare=0,
+                                   extra_args=extra_args)
         self.set_name = SET_NAME
         self.hosts = [m.ip for m in self.sim.members]
         self.addresses = [m.address for m in self.sim.members]

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "collecti
 def cluster_factory(tmp_path):
     clusters: list[Cluster] = []
 
-    def make(size: int, start: int | None = None) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", size, start)
+    def make(size: int, start: int | None = None, extra_args: tuple = ()) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", size, start, extra_args)
         clusters.append(cluster)
         return cluster
 

@@ -33,6 +33,7 @@ def test_member_off_the_end_of_the_oplog_stays_recovering_until_resynced(mongosi
     while time.monotonic() < deadline:
         assert member_status(p, stale.address)["state"] == 3
         assert run(stale, {"hello": 1})["isWritablePrimary"] is False
+        assert run(stale, {"replSetGetStatus": 1}).get("tooStale") is True
         time.sleep(0.25)
     c.terminate(stale)
     shutil.rmtree(stale.dbpath)

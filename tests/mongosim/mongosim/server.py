@@ -498,6 +498,9 @@ class Server:
                 "durableOpTime": ot_doc(n.durable), "lastAppliedWallTime": ot_date(n.applied),
                 "lastDurableWallTime": ot_date(n.durable)},
             "members": members, "ok": 1.0}
+        if n.too_stale:
+            # Only the member itself knows; the others just see it RECOVERING (mongod's prepareStatusResponse).
+            doc["tooStale"] = True
         if n.state == PRIMARY:
             doc["electionCandidateMetrics"] = {"lastElectionReason": n.last_election_reason,
                                                "lastElectionDate": n.election_date or e_date(n.election_time),
