@@ -38,7 +38,7 @@ def test_a_too_stale_member_is_reported_for_resync_and_never_promoted(tmp_path, 
     stale = cluster.addresses[3]
 
     def recovering():
-        _, status, _ = cluster.read()
+        status = cluster.read()[1]
         return any(m["name"] == stale and m["state"] == 3 for m in status["members"])
 
     cluster.wait_for(recovering, 60, "sm4 to be RECOVERING")
