@@ -608,6 +608,9 @@ class Node:
         if not was_up:
             info.up_since = now - float(resp.get("uptime", 0))
         prev_state = info.state
+        # What waiters (config commitment, write concern) decide on: any change wakes them, as mongod's
+        # condition variables do, instead of leaving them to their next timed re-check.
+        prev_progress = (info.config_version, info.config_term, info.applied, info.durable)
         info.state = int(resp.get("state", UNKNOWN))
         info.applied = ot_parse(resp.get("appliedOpTime"))
         info.durable = ot_parse(resp.get("durableOpTime"))
@@ -634,7 +637,8 @@ class Node:
         elif self.primary_id == mid and info.state != PRIMARY:
             self.primary_id = None
             self.topology_changed()
-        if prev_state != info.state:
+        if prev_state != info.state or prev_progress != (info.config_version, info.config_term, info.applied,
+                                                         info.durable):
             self.notify()
 
     def _may_adopt(self, cfg: dict) -> bool:
