@@ -35,12 +35,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.stateserver.ha.plugins.module_utils._model import MachineRecord
+from ansible_collections.stateserver.ha.plugins.module_utils._model import MACHINE_TAG, MachineRecord
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     PeerGroupError,
     convergence_report,
     plan_steps,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._records import address_key, answers_as_member
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ConfigIncompatible,
     PrimaryChanged,
@@ -203,6 +204,46 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
     return reasons
 
 
+# -- moving a healthy member (issue 12) ---------------------------------------------------------------------------
+
+def healthy_moves(before: dict | None, after: dict | None, status: dict | None) -> list[tuple[str, str, str]]:
+    """(machine, old host, new host) for every member that `after` gives another host while it is healthy now."""
+    up = {address_key(h) for h in healthy_hosts(status)}
+    old = {m["_id"]: m for m in (before or {}).get("members", [])}
+    moves = []
+    for m in (after or {}).get("members", []):
+        was = old.get(m["_id"])
+        if was is None or address_key(was["host"]) == address_key(m["host"]) or address_key(was["host"]) not in up:
+            continue
+        moves.append(((m.get("tags") or {}).get(MACHINE_TAG) or was["host"], was["host"], m["host"]))
+    return moves
+
+
+def move_refusals(moves: list[tuple[str, str, str]], answers: dict, set_name: str) -> list[str]:
+    """Why each move may not be made ([] when none is refused). answers: {new host: hello document or error text}.
+
+    A member that works at its old address is moved only when the new address answers as that very member (its
+    hello names the configured host): a record hand-edited to a dead host, or to another mongod, would otherwise
+    take a working voter off the set. ensure_availability repairs such a record from the inventory.
+    """
+    problems = []
+    for machine, old, new in moves:
+        hello = answers.get(new)
+        if answers_as_member(hello, old, set_name):
+            continue
+        if not isinstance(hello, dict):
+            why = f"nothing answers there as a mongod ({hello or 'not asked'})"
+        elif hello.get("setName"):
+            why = (f"it answers as {hello.get('me') or 'a member'} of replica set {hello['setName']!r}, not as this "
+                   "member")
+        else:
+            why = "it answers as a mongod that is not a member of any replica set"
+        problems.append(f"refusing to move machine {machine} from {old}, where its member is healthy, to {new}: {why}; "
+                        "correct the record's mongo_address (ensure_availability repairs it from the inventory), or "
+                        "make the machine answer at the new address first")
+    return problems
+
+
 # -- summaries for the module result ------------------------------------------------------------------------------
 
 def member_docs(config: dict | None) -> list[dict]:
@@ -311,7 +352,18 @@ def plan_only(rs, records: list[MachineRecord] | None = None) -> Outcome:
             version = int(step.config.get("version", version + 1))
             outcome.after = step.config
         outcome.steps.append(_step_dict(step, version))
+    _refuse_moves(rs, view, outcome.after, "nothing was changed")
     return outcome
+
+
+def _refuse_moves(rs, view, config: dict | None, done: str) -> None:
+    """PlanError when `config` moves a member that is healthy in `view` to an address that is not that member."""
+    moves = healthy_moves(view.config, config, view.status)
+    if not moves:
+        return
+    problems = move_refusals(moves, rs.hellos([new for _machine, _old, new in moves]), rs.set_name)
+    if problems:
+        raise PlanError(f"{'; '.join(problems)}; {done}")
 
 
 def converge(rs, timeout: float, clock=time.monotonic, sleep=time.sleep,
@@ -413,6 +465,8 @@ class _Loop:
                 self.rs.step_down()
                 self.applied(step, view.config)
                 return
+            _refuse_moves(self.rs, view, step.config, "nothing was changed" if not self.outcome.steps else
+                          f"nothing more was sent after {len(self.outcome.steps)} step(s)")
             errors = validate_reconfig(view.config, step.config)
             if errors:
                 raise PlanError(f"refusing to send the {step.action} step for machine {step.machine}: "

@@ -262,8 +262,14 @@ class ReplSet:
 
         Finds uninitiated members. A call costs about the slowest seed, never the sum of them.
         """
-        with ThreadPoolExecutor(max_workers=max(1, min(len(self.seeds), 16))) as pool:
-            return dict(zip(self.seeds, pool.map(self._probe_one, self.seeds)))
+        return self.hellos(self.seeds)
+
+    def hellos(self, addresses: list[str]) -> dict:
+        """hello from each address (host:port), directly and in parallel: {address: hello document or error text}."""
+        if not addresses:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(addresses), 16)) as pool:
+            return dict(zip(addresses, pool.map(self._probe_one, addresses)))
 
     def too_stale(self, hosts: list[str]) -> frozenset:
         """The hosts among `hosts` that say they are too stale to catch up.

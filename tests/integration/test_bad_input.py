@@ -266,3 +266,24 @@ def test_pool_hosts_of_another_set_are_refused(converged, foreign_sets, which, w
     ])
     assert_refused(run[0], [address, "remove it from state_machines", *words])
     assert state(cluster) == before
+
+
+@pytest.mark.parametrize("where", ["dead host", "member of another set", "another set of the same name"])
+def test_peergroup_alone_refuses_to_move_a_healthy_voter_to_an_address_that_is_not_that_member(
+        converged, foreign_sets, where):
+    """Issue 12: a record whose mongo_address was hand-edited to a dead host (or to a host that answers, but as
+    another set's member) made peergroup, run alone, move a healthy voter onto it."""
+    cluster, workdir = converged
+    version, voters, records = state(cluster)
+    config = cluster.read()[0]
+    target = {"dead host": cluster.addresses[3], "member of another set": foreign_sets[0],
+              "another set of the same name": foreign_sets[1]}[where]
+    _set_record(cluster, "sm3", mongo_address=target)
+    try:
+        run = run_tasks(workdir / f"pg-moved-{where}", [pg(cluster)])
+        assert_refused(run[0], ["machine sm3", cluster.addresses[2], target, "nothing was changed"])
+        after = cluster.read()[0]
+        assert after["version"] == config["version"] and after["members"] == config["members"]
+    finally:
+        _set_record(cluster, "sm3", mongo_address=cluster.addresses[2])
+    assert state(cluster) == (version, voters, records)

@@ -476,3 +476,55 @@ def test_check_mode_plans_from_the_given_records_not_the_stored_ones(monkeypatch
     _converge.plan_only(rs, records=given)
     _converge.plan_only(rs)
     assert seen == [given, rs.records]
+
+
+# -- moving a healthy member (issue 12) --------------------------------------------------------------------------
+
+def moved(cfg: dict, member_id: int, host: str) -> dict:
+    return config(cfg["version"] + 1, [dict(m, host=host) if m["_id"] == member_id else m for m in cfg["members"]])
+
+
+def test_healthy_moves_names_only_members_that_are_up_now():
+    cfg = config(3, [member(0), member(1), member(2)])
+    new = moved(moved(cfg, 1, "x1:37017"), 2, "x2:37017")
+    st = status(cfg, health={2: 0})
+    assert _converge.healthy_moves(cfg, new, st) == [("m1", "h1:37017", "x1:37017")]
+    assert _converge.healthy_moves(cfg, moved(cfg, 1, "H1:37017"), status(cfg)) == []  # only the case differs
+    assert _converge.healthy_moves(cfg, cfg, status(cfg)) == []
+
+
+@pytest.mark.parametrize("answer, refused, words", [
+    ({"setName": "stateserver", "me": "h1:37017"}, False, []),
+    ("nothing answers at x1:37017: Connection refused", True, ["Connection refused"]),
+    ({"setName": "other", "me": "x1:37017"}, True, ["replica set 'other'"]),
+    ({"setName": "stateserver", "me": "x1:37017"}, True, ["x1:37017 of replica set 'stateserver'"]),
+    ({"isWritablePrimary": False}, True, ["not a member of any replica set"]),
+])
+def test_move_refusals_require_the_new_address_to_answer_as_that_member(answer, refused, words):
+    problems = _converge.move_refusals([("m1", "h1:37017", "x1:37017")], {"x1:37017": answer}, "stateserver")
+    assert bool(problems) is refused
+    for word in ["machine m1", "h1:37017", "x1:37017", *words]:
+        assert not refused or word in problems[0]
+
+
+def test_a_step_that_moves_a_healthy_member_to_a_dead_address_is_not_sent(monkeypatch):
+    cfg = config(1, [member(0), member(1), member(2)])
+    step = Step("update_address", "m1", 1, moved(cfg, 1, "x1:37017"))
+    monkeypatch.setattr(_converge, "plan_steps", lambda view, machines, assume_ready=True: [step])
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (False, ["not there"]))
+    rs, clock = FakeSet(cfg), Clock()
+    asked = []
+    rs.hellos = lambda addresses: asked.extend(addresses) or {a: f"nothing answers at {a}" for a in addresses}
+    with pytest.raises(_converge.PlanError, match="refusing to move machine m1 .*nothing was changed"):
+        _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert rs.sent == [] and asked == ["x1:37017"]
+    with pytest.raises(_converge.PlanError, match="refusing to move machine m1"):
+        _converge.plan_only(rs)
+    # The same member answering at the new address (its hello names the configured host) may be moved.
+    rs.hellos = lambda addresses: {a: {"setName": "stateserver", "me": "h1:37017"} for a in addresses}
+    monkeypatch.setattr(_converge, "validate_reconfig", lambda old, new, force=False: [])
+    calls = iter([[step]])
+    monkeypatch.setattr(_converge, "plan_steps", lambda view, machines, assume_ready=True: next(calls, []))
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
+    outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert [c["members"][1]["host"] for c in rs.sent] == ["x1:37017"] and outcome.converged
