@@ -46,8 +46,12 @@ def assert_error(err: Any, code: int, *fragments: str) -> dict:
     return details
 
 
-def config(member: Member) -> dict:
-    return run(member, {"replSetGetConfig": 1})["config"]
+def config(member: Member, *, newly_added: bool = False) -> dict:
+    """``replSetGetConfig``; ``newly_added=True`` asks for the server-managed newlyAdded flags too."""
+    command: dict = {"replSetGetConfig": 1}
+    if newly_added:
+        command["$_internalIncludeNewlyAdded"] = True
+    return run(member, command)["config"]
 
 
 def status(member: Member) -> dict:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mongosim.pytest_plugin import *
+from mongosim.pytest_plugin import cluster_factory
 from mongosim.testing import Cluster
 
 HERE = Path(__file__).parent
+BLOCK = "127.12"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,24 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def mongosim_block() -> str:
-    return "127.12"
+    return BLOCK
 
 
 @pytest.fixture(scope="module")
 def module_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Cluster]]:
     """Like ``mongosim_cluster`` but for one module: for tests that only send refused commands (nothing changes)."""
-    made: list[Cluster] = []
-
-    def factory(n: int = 3, *, initiate: bool = True, **kwargs: Any) -> Cluster:
-        kwargs.setdefault("block", "127.12")
-        kwargs.setdefault("workdir", tmp_path_factory.mktemp("shared"))
-        c = Cluster(n, **kwargs)
-        made.append(c)
-        c.start()
-        if initiate:
-            c.initiate()
-        return c
-
-    yield factory
-    for c in made:
-        c.stop()
+    with cluster_factory(BLOCK, lambda k: tmp_path_factory.mktemp("shared")) as factory:
+        yield factory

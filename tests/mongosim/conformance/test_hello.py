@@ -20,7 +20,7 @@ def test_hello_lists_passives_and_leaves_out_hidden_and_delayed(mongosim_cluster
         {"_id": 13, "host": spare[3]},  # a new voter: newlyAdded until it has synced, which it never does
     ]
     run(p, {"replSetReconfig": cfg, "maxTimeMS": 20000})
-    assert next(m for m in config(p)["members"] if m["_id"] == 13).get("newlyAdded") is True
+    assert next(m for m in config(p, newly_added=True)["members"] if m["_id"] == 13).get("newlyAdded") is True
     hello = run(p, {"hello": 1})
     assert sorted(hello["hosts"]) == sorted(c.addresses)
     assert sorted(hello["passives"]) == sorted([spare[0], spare[3]])

@@ -38,6 +38,28 @@ def test_quorum_check_refuses_with_74_and_installs_nothing(mongosim_cluster):
 
 
 @pytest.mark.timeout(120)
+def test_promoting_a_stopped_non_voter_with_2_of_5_voters_down_is_refused_with_74(mongosim_cluster):
+    c = start_set(mongosim_cluster, 6, settings={"electionTimeoutMillis": 2000},
+                  overrides={5: {"votes": 0, "priority": 0}})
+    p = c.wait_for_primary()
+    standby = c.members[5]
+    voters = [m for m in c.members[:5] if m is not p]
+    for m in voters[:2] + [standby]:
+        c.kill(m)
+    c.wait_for(lambda: member_status(p, standby.address)["health"] == 0, 30, what="the standby seen down")
+    before = config(p)
+    # Six voters need four answers; only the primary and two secondaries can give one.
+    cfg = next_config(p)
+    next(m for m in cfg["members"] if m["host"] == standby.address).update(votes=1, priority=1)
+    refused(p, {"replSetReconfig": cfg}, 74, "Quorum check failed because not enough voting nodes responded")
+    after = config(p)
+    assert after["version"] == before["version"] and after["members"] == before["members"]
+    assert status(p)["votingMembersCount"] == 5
+    time.sleep(3)  # more than an election timeout: the primary kept 3 of its 5 voters
+    assert run(p, {"hello": 1})["isWritablePrimary"] is True
+
+
+@pytest.mark.timeout(120)
 def test_reconfig_while_another_is_installing_answers_109(mongosim_cluster):
     # Frozen secondaries hold the first reconfig in its quorum check for heartbeatTimeoutSecs.
     c = start_set(mongosim_cluster, 3, settings={"electionTimeoutMillis": 15000, "heartbeatTimeoutSecs": 4})
@@ -96,7 +118,7 @@ def test_two_brand_new_voters_in_one_reconfig_are_accepted(mongosim_cluster):
     c.wait_for_states({m.index: "SECONDARY" for m in new}, 60)
 
     def full_voters() -> bool:
-        members = config(p)["members"]
+        members = config(p, newly_added=True)["members"]
         return len(members) == 5 and not any(m.get("newlyAdded") for m in members)
 
     c.wait_for(full_voters, 60, what="newlyAdded cleared on both")

@@ -180,6 +180,7 @@ class Node:
         self.sync_source_id: int = -1
         self.blocked_hosts: set[str] = set()
         self.partition_instant = False   # failpoint mode: refuse at once instead of dropping packets
+        self.stop_repl_producer = False  # mongod's stopReplProducer failpoint: fetch no oplog entries
         self.reconfig_running = False    # a reconfig is validating/quorum-checking/installing (mongod's 109)
         self.config_oplog_commitment: OpTime = NULL_OPTIME  # commit point when the current config was installed
         self.oplog_start = 0             # first oplog entry still inside the capped size
@@ -948,7 +949,7 @@ class Node:
                 self.sync_source, self.sync_source_id = "", -1
                 await self.wait_change(0.5)
                 continue
-            src = self.choose_source()
+            src = None if self.stop_repl_producer else self.choose_source()
             if src is None:
                 self.sync_source, self.sync_source_id = "", -1
                 await self.wait_change(min(self.hb_interval, 0.5))

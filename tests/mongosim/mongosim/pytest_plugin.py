@@ -9,6 +9,7 @@ Marker ``simulator_only``: skipped when ``$MONGOD_BIN`` points at a real mongod.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,16 @@ def mongosim_block() -> str:
     return "127.10"
 
 
-@pytest.fixture
-def mongosim_cluster(tmp_path: Path, mongosim_block: str) -> Iterator[Callable[..., Cluster]]:
+@contextmanager
+def cluster_factory(block: str, workdir: Callable[[int], Path]) -> Iterator[Callable[..., Cluster]]:
+    """A factory ``(n=3, *, initiate=True, **Cluster kwargs) -> Cluster`` on ``block``, the k-th cluster in
+    ``workdir(k)``; every cluster it made is stopped on exit. The fixtures below (and suites that want another
+    scope) are built on it."""
     made: list[Cluster] = []
 
     def factory(n: int = 3, *, initiate: bool = True, **kwargs: Any) -> Cluster:
-        kwargs.setdefault("block", mongosim_block)
-        kwargs.setdefault("workdir", tmp_path / f"cluster{len(made)}")
+        kwargs.setdefault("block", block)
+        kwargs.setdefault("workdir", workdir(len(made)))
         c = Cluster(n, **kwargs)
         made.append(c)
         c.start()
@@ -50,6 +54,14 @@ def mongosim_cluster(tmp_path: Path, mongosim_block: str) -> Iterator[Callable[.
             c.initiate()
         return c
 
-    yield factory
-    for c in made:
-        c.stop()
+    try:
+        yield factory
+    finally:
+        for c in made:
+            c.stop()
+
+
+@pytest.fixture
+def mongosim_cluster(tmp_path: Path, mongosim_block: str) -> Iterator[Callable[..., Cluster]]:
+    with cluster_factory(mongosim_block, lambda k: tmp_path / f"cluster{k}") as factory:
+        yield factory

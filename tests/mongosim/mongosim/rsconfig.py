@@ -218,8 +218,10 @@ def electable(m: dict) -> bool:
     return m["priority"] > 0 and not m["arbiterOnly"] and is_voter(m)
 
 
-def to_wire(cfg: dict) -> dict:
+def to_wire(cfg: dict, include_newly_added: bool) -> dict:
     out = copy.deepcopy(cfg)
     for m in out["members"]:
+        if not include_newly_added:
+            m.pop("newlyAdded", None)
         m["priority"] = int(m["priority"]) if float(m["priority"]).is_integer() else m["priority"]
     return out

@@ -431,7 +431,9 @@ class Server:
         n = self.node
         if n.config is None:
             raise CommandError("NotYetInitialized", "no replset config has been received")
-        doc: dict[str, Any] = {"config": rsconfig.to_wire(n.config), "ok": 1.0}
+        # mongod leaves the server-managed newlyAdded flag out unless asked with $_internalIncludeNewlyAdded.
+        doc: dict[str, Any] = {"config": rsconfig.to_wire(n.config, bool(body.get("$_internalIncludeNewlyAdded"))),
+                               "ok": 1.0}
         if body.get("commitmentStatus"):
             if n.state != PRIMARY:
                 raise CommandError("NotWritablePrimary", "commitmentStatus is only valid on the primary")
@@ -558,7 +560,9 @@ class Server:
             old = n.config
             if force:
                 new["term"] = -1
-                new["version"] = max(new["version"], old["version"] + 10000 + random.randint(0, 100000))
+                # mongod's jump: the given version plus 10000 and a random amount below 100000, so a forced config
+                # wins over whatever the unreachable members may still install.
+                new["version"] = new["version"] + 10000 + random.randrange(100000)
             else:
                 new["term"] = n.term
             self._validate_reconfig(old, new, force)
@@ -808,18 +812,24 @@ class Server:
         if db != "admin":
             raise CommandError("Unauthorized", "configureFailPoint may only be run against the admin database.")
         name = body["configureFailPoint"]
-        if name != "mongosimPartition":
-            raise CommandError("BadValue", f"Cannot find failpoint: {name} (the simulator has mongosimPartition)")
         mode = body.get("mode", "alwaysOn")
+        if mode not in ("alwaysOn", "off"):
+            raise CommandError("BadValue", "mode must be alwaysOn or off")
+        if name == "stopReplProducer":
+            # mongod's own failpoint: this member stops fetching oplog entries (heartbeats go on).
+            self.node.stop_repl_producer = mode == "alwaysOn"
+            self.node.notify()
+            return {"count": 0, "ok": 1.0}
+        if name != "mongosimPartition":
+            raise CommandError("BadValue", f"Cannot find failpoint: {name} (the simulator has mongosimPartition "
+                               "and stopReplProducer)")
         data = body.get("data") or {}
         hosts = [h.lower() for h in data.get("hosts", [])]
         if mode == "off":
             self.node.blocked_hosts = set()
-        elif mode == "alwaysOn":
+        else:
             self.node.blocked_hosts = set(hosts)
             self.node.partition_instant = bool(data.get("instant"))
-        else:
-            raise CommandError("BadValue", "mode must be alwaysOn or off")
         if self.node.partition_instant:
             for p in self.node.peers.values():
                 if p.host in self.node.blocked_hosts:

@@ -20,10 +20,11 @@ def rs(tmp_path_factory):
 
 
 def current(rs: Cluster) -> dict:
+    """The primary's config with the server's newlyAdded flags (mongod hides them unless asked)."""
     p = rs.wait_for_primary()
     cl = p.client()
     try:
-        cfg = cl.admin.command("replSetGetConfig")["config"]
+        cfg = cl.admin.command({"replSetGetConfig": 1, "$_internalIncludeNewlyAdded": True})["config"]
     finally:
         cl.close()
     return cfg
@@ -242,8 +243,8 @@ def test_new_voter_is_newly_added_until_synced(mongosim_cluster):
     cfg["members"].append({"_id": 5, "host": extra.address})
     cl.admin.command("replSetReconfig", cfg, maxTimeMS=20000)
     # the primary removes newlyAdded by itself once the member has synced, and it then counts as a voter
-    c.wait_for(lambda: not any(m.get("newlyAdded") for m in cl.admin.command("replSetGetConfig")["config"]["members"]),
-               30, what="newlyAdded cleared")
+    c.wait_for(lambda: not any(m.get("newlyAdded") for m in cl.admin.command(
+        {"replSetGetConfig": 1, "$_internalIncludeNewlyAdded": True})["config"]["members"]), 30, what="newlyAdded cleared")
     st = c.wait_for_states({extra.index: "SECONDARY"}, 30)
     c.wait_for(lambda: cl.admin.command("replSetGetStatus")["votingMembersCount"] == 3, 20)
     assert st["set"] == c.set_name
