@@ -15,6 +15,13 @@ deployment: the first reachable pool host bootstraps a one-member set and nothin
 A record whose address no longer matches the pool (the inventory moved the machine) is repaired, but only when that
 cannot move a working member onto an address that is not it: its member is missing or down, or the new address
 answers as that very member (its hello names the member's current host). Otherwise the plan refuses and says why.
+
+Retiring machines (`retire`) is the explicit way to say "this machine goes" (Juju's remove-machine). A retiree's
+record stops wanting a vote and a spare (`replace_with`, else the next reachable pool host that is not a state
+machine) is recorded in its place in the same write, so peergroup promotes the spare before it demotes the retiree
+and the set never runs with fewer than n voters. Once the retiree's member no longer votes (or is gone), the next
+plan that names it deletes its record, and peergroup then removes the member. The record keeps wants_vote false
+in between, so a plain re-run never gives the vote back: more machines want a vote than n, none is promoted.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     MACHINE_TAG,
+    MAX_VOTERS,
     MachineRecord,
     PoolHost,
     ReplSetView,
@@ -47,6 +55,9 @@ class AvailabilityPlan:
     added: list = field(default_factory=list)
     promoted: list = field(default_factory=list)
     demoted: list = field(default_factory=list)
+    retiring: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    retired: list = field(default_factory=list)
     bootstrap: str | None = None
     repaired: list = field(default_factory=list)
     records_after: list = field(default_factory=list)
@@ -59,9 +70,11 @@ def _report(plan: AvailabilityPlan) -> list[str]:
     lines = [f"repairing the address of machine {line}" for line in plan.repaired]
     for label, names in (("bootstrapping machine", [plan.bootstrap] if plan.bootstrap else []),
                          ("maintaining machines", plan.maintained), ("promoting machines", plan.promoted),
-                         ("adding machines", plan.added), ("demoting machines", plan.demoted)):
+                         ("adding machines", plan.added), ("demoting machines", plan.demoted),
+                         ("retiring machines", plan.retiring), ("removing the records of machines", plan.removed)):
         if names:
             lines.append(f"{label}: {', '.join(names)}")
+    lines += [f"machine {name} is already retired (no record, not a member)" for name in plan.retired]
     return lines
 
 
@@ -117,12 +130,74 @@ def _repair(known: list[MachineRecord], pool: list[PoolHost], view: ReplSetView,
     return out, lines, None
 
 
+def _odd_up(count: int) -> int:
+    return count if count % 2 else count + 1
+
+
+def _retirement(retire: list, replace_with: str | None, known: list[MachineRecord], pool: list[PoolHost],
+                voters: list, statuses: dict, member_of) -> tuple[list, list, list, str | None]:
+    """(retiring: voters that lose their vote to a replacement, removed: records to delete now, retired: names
+    already gone, refusal). See the module docstring."""
+    by_name = {r.name: r for r in known}
+    pool_names = {p.name for p in pool}
+    if replace_with is not None and not retire:
+        return [], [], [], (f"replace_with {replace_with!r} names the spare for a retirement, but retire is empty; "
+                            "name the machine to retire too; nothing was changed")
+    unknown = [name for name in retire if name not in by_name and name not in pool_names]
+    if unknown:
+        return [], [], [], (
+            f"unknown machine {', '.join(map(repr, unknown))}: not a recorded state machine and not a host of "
+            f"state_machines; the state machines are {', '.join(sorted(by_name)) or 'none'}; check the name; "
+            "nothing was changed")
+    if replace_with is not None:
+        spare = next((p for p in pool if p.name == replace_with), None)
+        why = ("is not a host of state_machines" if spare is None
+               else "is one of the machines being retired" if replace_with in retire
+               else "is not reachable" if not spare.reachable
+               else "already wants a vote" if replace_with in by_name and by_name[replace_with].wants_vote
+               else None)
+        if why:
+            return [], [], [], (f"replace_with {replace_with!r} {why}; name a reachable host of state_machines that "
+                                "is not a voting state machine; nothing was changed")
+    retiring, removed, retired = [], [], []
+    for name in retire:
+        rec = by_name.get(name)
+        mem = member_of(rec) if rec else None
+        if rec is None:
+            retired.append(name)
+        elif mem is not None and mem.voting:
+            retiring.append(name)
+        else:
+            removed.append(name)  # no vote to hand over: the record goes now, peergroup removes the member
+    # The voters that stay must be a majority of the set as it is: until the replacements vote, the set depends
+    # on them alone if the retirees stop (as retire-machine.yml stops them afterwards, or a failure does earlier).
+    leaving = {member_of(by_name[name]).id for name in retiring}
+    up_kept = [m for m in voters if m.id not in leaving and not (statuses.get(m.id) and statuses[m.id].down)]
+    need = len(voters) // 2 + 1
+    if retiring and len(up_kept) < need:
+        down = [m.machine or m.host for m in voters if statuses.get(m.id) and statuses[m.id].down]
+        if len(retiring) > 1:
+            return [], [], [], (
+                f"retiring {' and '.join(retiring)} together leaves {len(up_kept)} reachable voter(s) that stay, "
+                f"fewer than a majority ({need}) of the {len(voters)} voters, so the set would depend on machines "
+                f"that are leaving; retire them one at a time (first {retiring[0]}, then {retiring[1]} once its "
+                "replacement votes); nothing was changed")
+        return [], [], [], (
+            f"retiring {retiring[0]} while {', '.join(down)} is down leaves {len(up_kept)} reachable voter(s) that "
+            f"stay, fewer than a majority ({need}) of the {len(voters)} voters; bring {', '.join(down)} back or "
+            f"replace it first (ensure-ha.yml replaces a voter down longer than down_after), then retire "
+            f"{retiring[0]}; nothing was changed")
+    return retiring, removed, retired, None
+
+
 def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], view: ReplSetView,
-                      down_after: float = 60.0, answers: dict | None = None) -> AvailabilityPlan:
+                      down_after: float = 60.0, answers: dict | None = None, retire=(),
+                      replace_with: str | None = None) -> AvailabilityPlan:
     """What ensure_availability will do. `plan.error` is set (and nothing planned) when it must refuse.
 
     answers: {pool mongo address: hello document or error text} from probing the pool, used to decide whether a
     moved address may be repaired (see _repair).
+    retire: names of machines that go; replace_with: the pool host to take their place (else the next spare).
     """
     problem = validate_n(n)
     if problem:
@@ -130,6 +205,9 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
     reachable = [p for p in pool if p.reachable]
 
     if view.config is None:
+        if retire or replace_with:
+            return _failed(n, "there is no replica set (no seed answers as an initiated member), so there is no "
+                              "machine to retire; check the seeds; nothing was changed")
         if len(reachable) < n:
             return _failed(n, f"there is no replica set yet and {n} state machines need {n} reachable hosts in "
                               f"state_machines; {len(reachable)} are reachable, {n - len(reachable)} more are needed")
@@ -173,13 +251,27 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
             "are lost for good, follow 'Recovering from majority loss' in the README (a forced reconfig to the "
             "survivors, which can lose writes)."))
 
-    wanting = [r for r in known if r.wants_vote]
-    if len(wanting) > n:
+    retire = list(dict.fromkeys(retire or ()))
+    retiring, removed, retired, refusal = _retirement(retire, replace_with, known, pool, voters, statuses, member_of)
+    if refusal:
+        return _failed(n, refusal)
+    leaving = set(retiring) | set(removed)
+    wanting = [r for r in known if r.wants_vote and r.name not in leaving]
+    goal = n
+    if leaving:
+        # A retirement replaces, it does not shrink below n: the machines that stay plus spares make max(n, the
+        # odd count at or above those that stay) voters. Retiring 2 of 5 with n=3 needs no spare.
+        goal = min(max(n, _odd_up(len(wanting))), MAX_VOTERS)
+    elif len(wanting) > n:
         plan = AvailabilityPlan(target=len(wanting), maintained=[r.name for r in wanting], repaired=repaired,
-                                records_after=known, changed=known != records)
+                                retired=retired, records_after=known, changed=known != records)
         plan.messages = [(f"{len(wanting)} state machines already vote, more than n={n}: ensure_availability never "
                          "reduces the count, nothing to do")] + _report(plan)
         return plan
+
+    if replace_with is not None and len(wanting) >= goal:
+        return _failed(n, f"no spare is needed ({len(wanting)} machines that stay want a vote, {goal} are wanted), so "
+                          f"replace_with {replace_with!r} would not be used; leave it out; nothing was changed")
 
     demoted, maintained = [], []
     for rec in wanting:
@@ -189,19 +281,32 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
         else:
             maintained.append(rec.name)  # up, starting, syncing, or not yet a member: not a candidate for demotion
 
-    need = n - len(maintained)
+    need = goal - len(maintained)
     promoted = []
-    for rec in known:
+    # The named replacement first (a standby it may be), then recorded standbys in order; never a retiree.
+    candidates = sorted(known, key=lambda r: r.name != replace_with)
+    for rec in candidates:
         if len(promoted) >= need:
             break
         st = status_of(rec)
-        if not rec.wants_vote and rec.name not in demoted and st is not None and st.ready:
+        if not rec.wants_vote and rec.name not in demoted and rec.name not in leaving and st is not None and st.ready:
             promoted.append(rec.name)
     need -= len(promoted)
 
-    taken = {r.name for r in known} | {r.mongo_address.lower() for r in known}
+    taken = {r.name for r in known} | {r.mongo_address.lower() for r in known} | set(retire)
     taken |= set(by_host)
-    spares = [p for p in reachable if p.name not in taken and p.mongo_address.lower() not in taken]
+    spares = sorted((p for p in reachable if p.name not in taken and p.mongo_address.lower() not in taken),
+                    key=lambda p: p.name != replace_with)
+    if replace_with is not None and need > 0 and spares[:1] != [p for p in pool if p.name == replace_with] \
+            and replace_with not in promoted:
+        return _failed(n, f"replace_with {replace_with!r} is a state machine that cannot take a vote now (not a "
+                          "healthy standby); name a spare host of state_machines; nothing was changed")
+    if len(spares) < need and leaving:
+        return _failed(n, (
+            f"retiring {', '.join(sorted(leaving))} would leave {len(maintained) + len(promoted)} voting state "
+            f"machine(s) where {goal} are wanted, and state_machines has {len(spares)} spare reachable host(s): "
+            f"{need - len(spares)} more spare host(s) are needed; add them to state_machines (or name one with "
+            "replace_with / -e with=HOST) and run again; nothing was changed"))
     if len(spares) < need:
         return _failed(n, (
             f"{n} voting state machines need {need} more host(s) from state_machines but only {len(spares)} spare "
@@ -211,8 +316,10 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
 
     after = []
     for rec in known:
+        if rec.name in removed:
+            continue
         wants = rec.wants_vote
-        if rec.name in demoted:
+        if rec.name in demoted or rec.name in retiring:
             wants = False
         elif rec.name in promoted:
             wants = True
@@ -220,8 +327,9 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
     pool_by_name = {p.name: p for p in pool}
     after += [MachineRecord(name, pool_by_name[name].mongo_address, pool_by_name[name].api_address, True)
               for name in added]
-    plan = AvailabilityPlan(target=n, maintained=maintained, added=added, promoted=promoted, demoted=demoted,
-                            repaired=repaired, records_after=after, changed=after != list(records))
+    plan = AvailabilityPlan(target=goal, maintained=maintained, added=added, promoted=promoted, demoted=demoted,
+                            retiring=retiring, removed=removed, retired=retired, repaired=repaired,
+                            records_after=after, changed=after != list(records))
     plan.messages = _report(plan)
     return plan
 

@@ -225,8 +225,14 @@ class _Planner:
         # Never more than 7 voters, not even for one step: at the cap a demotion (or a step-down) comes first.
         options = [(kind, mid) for kind, mid in options if kind != "promote" or count < MAX_VOTERS]
         if not options and self.primary_id in demote:
+            # A replacement that is joining or syncing will be promoted first (below the cap of 7): stepping down
+            # now would cost an election for nothing, as the primary cannot lose its vote before that promotion.
+            waiting = count < MAX_VOTERS and [i for i in goal_voters - cur_voters
+                                              if self.status.get(i) is None or not self.status[i].down]
             if count == 1:
                 options += [("promote", i) for i in promote[:1]]  # Juju's "N=2" move: a second voter first
+            elif waiting:
+                return None
             else:
                 return ("step_down", self.primary_id)
         # A healthy voter is never demoted below 3 voters when the goal has 3 or more (issue 12): the replacement is

@@ -31,6 +31,15 @@ description:
     written and the set grows.
   - It never reduces the number of voters. It fails, changing nothing, when a majority of the voters is down or
     the pool has too few healthy hosts.
+  - O(retire) is how a machine leaves (Juju's C(remove-machine)). Its record stops wanting a vote and a spare
+    (O(replace_with), else the next reachable pool host that is not a state machine) is recorded in its place in
+    the same write, so M(stateserver.ha.peergroup) promotes the spare before it demotes the retiree (stepping it
+    down first if it is primary) and the set never has fewer than O(n) voters. Once the retiree's member no longer
+    votes, running this module again with the same O(retire) deletes its record, and
+    M(stateserver.ha.peergroup) then removes the member from the config. A run without O(retire) in between never
+    gives the vote back. It refuses, changing nothing and saying what to do, when a name is unknown, when too few
+    spares are left, when the voters that stay would not be a majority of the set (retire one at a time), or when
+    a majority of the voters is down.
   - When the set has no primary at the moment (an election under way) it waits up to O(server_selection_timeout)
     seconds for one before planning.
 author:
@@ -83,6 +92,20 @@ options:
         starting or syncing is never replaced. A finite number, 0 or more.
     type: float
     default: 60
+  retire:
+    description:
+      - Names of state machines to retire (their record C(_id), usually C(inventory_hostname)). A name that has no
+        record and no member but is in O(pool) is reported as already retired in RV(retired), so a re-run is
+        harmless; any other unknown name is refused.
+    type: list
+    elements: str
+    default: []
+  replace_with:
+    description:
+      - The host of O(pool) that takes the place of the retired machine, instead of the next spare. It must be
+        reachable and must not already want a vote; a recorded standby is promoted. Only with O(retire), and only
+        when a replacement is needed.
+    type: str
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -116,6 +139,18 @@ EXAMPLES = r"""
     login_password: "{{ mongod_admin_password }}"
   register: ha_plan
   run_once: true
+  delegate_to: localhost
+
+- name: Retire sm2; sm6 takes its vote
+  stateserver.ha.ensure_availability:
+    n: 3
+    retire: [sm2]
+    replace_with: sm6
+    pool: "{{ ha_pool }}"
+    seeds: [192.0.2.11, 192.0.2.12]
+    login_user: admin
+    login_password: "{{ mongod_admin_password }}"
+  register: ha_retire
   delegate_to: localhost
 
 - name: Print the plan
@@ -154,6 +189,26 @@ promoted:
   sample: []
 demoted:
   description: Voting machines that lose their vote (down longer than O(down_after)).
+  returned: success
+  type: list
+  elements: str
+  sample: []
+retiring:
+  description: Machines of O(retire) whose record stops wanting a vote now; their members still vote until
+    M(stateserver.ha.peergroup) has promoted the replacement.
+  returned: success
+  type: list
+  elements: str
+  sample: [sm2]
+removed:
+  description: Machines of O(retire) whose record is deleted now (their member no longer votes, or is gone);
+    M(stateserver.ha.peergroup) removes their members from the config.
+  returned: success
+  type: list
+  elements: str
+  sample: []
+retired:
+  description: Machines of O(retire) that have no record and no member any more (nothing left to do).
   returned: success
   type: list
   elements: str
@@ -243,6 +298,10 @@ def option_problem(params: dict) -> str | None:
     down_after = params["down_after"]
     if not math.isfinite(down_after) or not 0 <= down_after <= MAX_DOWN_AFTER:
         return f"down_after must be a number of seconds from 0 to {int(MAX_DOWN_AFTER)}, got {down_after!r}"
+    for key, names in (("retire", params["retire"]), ("replace_with", [params["replace_with"]])):
+        bad = [name for name in names if name is not None and (not name.strip() or name != name.strip())]
+        if bad:
+            return f"{key} must name machines (their inventory_hostname), got {bad[0]!r}; nothing was changed"
     return check_connection(params)
 
 
@@ -281,6 +340,8 @@ def main() -> None:
             "reachable": {"type": "bool", "default": True},
         }},
         down_after={"type": "float", "default": 60},
+        retire={"type": "list", "elements": "str", "default": []},
+        replace_with={"type": "str"},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
@@ -300,7 +361,8 @@ def main() -> None:
     with ReplSet(module.params) as rs:
         try:
             view, records, answers = read_state(module, rs, pool)
-            plan = plan_availability(n, records, pool, view, module.params["down_after"], answers)
+            plan = plan_availability(n, records, pool, view, module.params["down_after"], answers,
+                                     retire=module.params["retire"], replace_with=module.params["replace_with"])
             if plan.error:
                 module.fail_json(msg=plan.error, changed=False, report=list(plan.messages))
             if view.config is not None and not module.check_mode:
@@ -321,6 +383,9 @@ def main() -> None:
         "added": list(plan.added),
         "promoted": list(plan.promoted),
         "demoted": list(plan.demoted),
+        "retiring": list(plan.retiring),
+        "removed": list(plan.removed),
+        "retired": list(plan.retired),
         "repaired": list(plan.repaired),
         "bootstrap": plan.bootstrap,
         "first_deployment": first,
