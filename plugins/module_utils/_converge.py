@@ -24,6 +24,11 @@ How each refusal mongod sends is handled (codes from its error_codes.yml):
   (installed, not yet on a majority), a dropped connection: the outcome is unknown; the config is re-read, the
   step counted only if it landed, and never sent again blindly.
 
+A step-down reaches only the member the step names (the adapter asks it directly whether it is that member and the
+primary, else the set is re-read), and after one the loop plans again only once another member says, asked
+directly, that it is primary, from that primary's own view: a secondary that still lists the old primary would
+otherwise have it stepped down again, and the step-down would reach the new, innocent primary (issue 13).
+
 Two runs at once are harmless by design: every step is computed from the config it was read from and carries that
 config's version + 1, and mongod installs a non-force reconfig only when its version is greater than the current
 one, so a step planned from a config that another run has already changed is refused (103, 109 or 117) and
@@ -397,6 +402,8 @@ class _Loop:
         self.backoff = Backoff.for_heartbeat(heartbeat_interval(view.config, view.status))
         # A step whose reconfig was interrupted: counted once a re-read shows it landed, never sent again.
         self.pending = None
+        # The host of a primary we stepped down: nothing is planned until another member says it is primary.
+        self.stepped_down: str | None = None
 
     def run(self) -> Outcome:
         try:
@@ -428,11 +435,15 @@ class _Loop:
     def _once(self) -> bool:
         """One read-plan-send round; True once converged."""
         try:
-            view = self.rs.read_view()
+            via = self._new_primary()
+            if via is False:
+                return False
+            view = self.rs.read_view(via=via)
             records = self.rs.read_records()
         except TransientError as exc:
             self.wait([str(exc)])
             return False
+        self.stepped_down = None
         self.outcome.after, self.outcome.status = view.config, view.status
         if self.pending is not None:
             step, sent = self.pending
@@ -458,12 +469,30 @@ class _Loop:
         self._send(steps[0], view)
         return False
 
+    def _new_primary(self):
+        """After a step-down: the new primary's host to read the next view from, or False after waiting for it.
+
+        Re-reading at once could show a secondary's stale view that still lists the old primary; planning from it
+        would step down again, and a step-down reaches only a primary: the new, innocent one (issue 13). So the
+        loop waits until a member other than the old primary says it is primary, and plans from that member's view.
+        """
+        if self.stepped_down is None:
+            return None
+        hosts = [m["host"] for m in (self.outcome.after or {}).get("members", [])]
+        new = self.rs.new_primary(self.stepped_down, hosts)
+        if new is None:
+            self.wait([f"waiting for a new primary to be elected after {self.stepped_down} stepped down"])
+            return False
+        return new
+
     def _send(self, step, view) -> None:
         base = int(view.config.get("version", 0))
         try:
             if step.action == "step_down":
-                self.rs.step_down()
+                host = _member_host(view.config, step.member_id)
+                self.rs.step_down(host)
                 self.applied(step, view.config)
+                self.stepped_down = host
                 return
             _refuse_moves(self.rs, view, step.config, "nothing was changed" if not self.outcome.steps else
                           f"nothing more was sent after {len(self.outcome.steps)} step(s)")

@@ -45,6 +45,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
 from ansible_collections.stateserver.ha.plugins.module_utils._records import (
     RECORDS_COLLECTION,
     RECORDS_DATABASE,
+    address_key,
     parse_record_docs,
     record_to_doc,
 )
@@ -234,12 +235,13 @@ class ReplSet:
             self._client.close()
             self._client = None
 
-    def _direct(self, seed: str):
+    def _direct(self, seed: str, auth: bool = False):
         opts = dict(self.options)
         opts["directConnection"] = True
-        # hello needs no authentication; leaving credentials out keeps a fresh, user-less member answering.
-        for key in ("username", "password", "authSource"):
-            opts.pop(key, None)
+        if not auth:
+            # hello needs no authentication; leaving credentials out keeps a fresh, user-less member answering.
+            for key in ("username", "password", "authSource"):
+                opts.pop(key, None)
         return MongoClient(seed, **opts)
 
     def _probe_one(self, seed: str):
@@ -321,9 +323,10 @@ class ReplSet:
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def _admin(self, command: str, **kwargs) -> dict:
+    def _admin(self, command: str, client=None, **kwargs) -> dict:
         try:
-            return self.client.admin.command(command, read_preference=ReadPreference.PRIMARY_PREFERRED, **kwargs)
+            return (client or self.client).admin.command(command, read_preference=ReadPreference.PRIMARY_PREFERRED,
+                                                         **kwargs)
         except OperationFailure as exc:
             if _code(exc) in _NOT_INITIATED_CODES:
                 raise
@@ -331,19 +334,27 @@ class ReplSet:
         except ConnectionFailure as exc:
             raise TransientError(f"{command} failed: cannot reach a member of {self.set_name!r}: {exc}") from exc
 
-    def read_view(self) -> ReplSetView:
-        """Config and status of the set, or a view with config None when the set was never initiated."""
+    def read_view(self, via: str | None = None) -> ReplSetView:
+        """Config and status of the set, or a view with config None when the set was never initiated.
+
+        `via` (host:port) reads them from that member directly: the primary's own view, where the driver's
+        topology may still route a read to a secondary that lists the old primary.
+        """
         if self.initiated is None:
             self.discover()
         if not self.initiated:
             return ReplSetView(config=None, status=None, now=_utcnow())
+        direct = self._direct(via, auth=True) if via else None
         try:
-            config = self._admin("replSetGetConfig")["config"]
-            status = self._admin("replSetGetStatus")
+            config = self._admin("replSetGetConfig", direct)["config"]
+            status = self._admin("replSetGetStatus", direct)
         except OperationFailure as exc:
             if _code(exc) in _NOT_INITIATED_CODES:
                 return ReplSetView(config=None, status=None, now=_utcnow())
             raise ReplSetError(str(exc)) from exc
+        finally:
+            if direct is not None:
+                direct.close()
         now = status.get("date") if isinstance(status.get("date"), datetime.datetime) else _utcnow()
         return ReplSetView(config=config, status=status, now=now)
 
@@ -443,14 +454,41 @@ class ReplSet:
             return False
         return int(current.get("version", 0)) >= int(config.get("version", 0)) and same_members(current, config)
 
-    def step_down(self, seconds: int = 60) -> None:
-        """Ask the primary to step down. Its connections drop when it obeys, so a drop means it did."""
+    def step_down(self, host: str, seconds: int = 60) -> None:
+        """Ask the member at `host`, and only it, to step down, over a direct connection.
+
+        It is asked first whether it is that member and the primary: through the replica-set client the command
+        goes to whoever the driver thinks is primary, which after an election may be an innocent new primary.
+        Raises PrimaryChanged (nothing sent) when it is not. Its connections drop when it obeys, so a drop means it did.
+        """
         try:
-            self.client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=min(10, seconds))
-        except ConnectionFailure:
-            return
+            with self._direct(host, auth=True) as client:
+                hello = client.admin.command("hello")
+                if not (hello.get("isWritablePrimary") and address_key(str(hello.get("me") or "")) == address_key(host)):
+                    raise PrimaryChanged(f"{host} is not the primary now (it names {hello.get('primary') or 'none'}); "
+                                         "the step-down was not sent", None)
+                try:
+                    client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=min(10, seconds))
+                except ConnectionFailure:
+                    return
+        except ConnectionFailure as exc:
+            raise TransientError(f"cannot reach {host} to step it down: {exc}") from exc
         except OperationFailure as exc:
             if _is_state_change(exc):
                 return
             # 262 ExceededTimeLimit: no electable secondary caught up in time; the loop retries later.
-            raise TransientError(f"replSetStepDown failed: {exc}", _code(exc)) from exc
+            raise TransientError(f"replSetStepDown on {host} failed: {exc}", _code(exc)) from exc
+
+    def new_primary(self, old: str, hosts: list[str]) -> str | None:
+        """The member that says it is primary, asked directly, once `old` no longer says so; else None.
+
+        Asks every host in parallel: exactly one must answer as the writable primary at its own address, and it
+        must not be `old`. A secondary's view of who is primary can lag an election by a heartbeat; the members'
+        own answers cannot.
+        """
+        answers = self.hellos(hosts)
+        found = [h for h, a in answers.items() if isinstance(a, dict) and a.get("isWritablePrimary")
+                 and address_key(str(a.get("me") or "")) == address_key(h)]
+        if len(found) != 1 or address_key(found[0]) == address_key(old):
+            return None
+        return found[0]

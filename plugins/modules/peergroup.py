@@ -19,6 +19,13 @@ description:
     and get their vote only once they are a healthy SECONDARY. A primary that must lose its vote is stepped down
     first and the plan is recomputed against the new primary. Every planned config is checked against MongoDB's
     rules before it is sent.
+  - A step-down is sent over a direct connection to the member the plan names, and only after that member says
+    it is still the primary; otherwise the set is re-read. After a step-down nothing is planned until another
+    member says, asked directly, that it is the primary, and the next plan is made from that primary's own view
+    (a secondary's view can still list the old primary for a heartbeat).
+  - A member that is healthy now is moved to a new address (its record's C(mongo_address) changed) only when the
+    new address answers as that very member. Otherwise the task fails naming the machine and both addresses, and
+    nothing is sent; M(stateserver.ha.ensure_availability) repairs such a record from the inventory.
   - Between steps the module waits for exactly one primary, C(health=1) on every member that was up or was added,
     and the same C(configVersion)/C(configTerm) on every healthy member. Waits start at the set's heartbeat
     interval (C(settings.heartbeatIntervalMillis)), double, and are capped at four heartbeats.

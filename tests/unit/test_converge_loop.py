@@ -62,6 +62,8 @@ class FakeSet:
         self.stepped_down = 0
         self.primary = 0
         self.records: list = []
+        self.read_via: list = []
+        self.stepped_down_hosts: list = []
 
     @property
     def fail_next(self):
@@ -71,7 +73,8 @@ class FakeSet:
     def fail_next(self, exc: Exception) -> None:
         self.failures = [exc]
 
-    def read_view(self) -> ReplSetView:
+    def read_view(self, via: str | None = None) -> ReplSetView:
+        self.read_via.append(via)
         st = self.status_override(self.cfg) if self.status_override else status(self.cfg, states={
             m["_id"]: 1 if m["_id"] == self.primary else 2 for m in self.cfg["members"]})
         return ReplSetView(config=self.cfg, status=st, now=None)
@@ -97,8 +100,13 @@ class FakeSet:
         self.cfg = cfg
         return True
 
-    def step_down(self) -> None:
+    def step_down(self, host: str) -> None:
         self.stepped_down += 1
+        self.stepped_down_hosts.append(host)
+
+    def new_primary(self, old: str, hosts: list) -> str | None:
+        host = next(m["host"] for m in self.cfg["members"] if m["_id"] == self.primary)
+        return None if host == old else host
 
 
 class Clock:
@@ -221,18 +229,49 @@ def test_timeout_carries_the_partial_result(monkeypatch):
     assert max(clock.sleeps) <= _converge.MAX_DELAY
 
 
-def test_step_down_then_replans_against_the_new_primary(monkeypatch):
+def test_step_down_waits_for_the_new_primary_and_replans_from_its_own_view(monkeypatch):
     rs, clock = FakeSet(config(1, [member(0), member(1), member(2)])), Clock()
-    calls = {"n": 0}
+    election = {"polls": 2}
 
     def plan(view, machines, assume_ready=True):
-        calls["n"] += 1
-        return [Step("step_down", "m0", 0, None)] if calls["n"] == 1 else []
+        primary = next(m["_id"] for m in view.status["members"] if m["state"] == 1)
+        return [Step("step_down", "m0", 0, None)] if primary == 0 else []
+
+    def step_down(host):
+        rs.stepped_down_hosts.append(host)
+        rs.primary = -1  # no primary while the election runs
+
+    def new_primary(old, hosts):
+        assert old == "h0:37017" and "h1:37017" in hosts
+        election["polls"] -= 1
+        if election["polls"]:
+            return None
+        rs.primary = 1
+        return "h1:37017"
+    rs.step_down, rs.new_primary = step_down, new_primary
     monkeypatch.setattr(_converge, "plan_steps", plan)
     monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
     outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
-    assert rs.stepped_down == 1 and rs.sent == []
+    assert rs.stepped_down_hosts == ["h0:37017"] and rs.sent == []
     assert outcome.steps == [{"action": "step_down", "machine": "m0", "member_id": 0, "config_version": 1}]
+    assert rs.read_via == [None, None, "h1:37017"]  # the start, the round that stepped down, the new primary's view
+    assert clock.sleeps == [2.0]  # one wait while no member said it was primary
+
+
+def test_a_step_down_is_sent_only_to_the_member_the_step_names(monkeypatch):
+    # The view still lists m0 as primary; the adapter finds m0 is not primary any more and sends nothing.
+    rs, clock = FakeSet(config(1, [member(0), member(1), member(2)])), Clock()
+    steps = iter([[Step("step_down", "m0", 0, None)]])
+    monkeypatch.setattr(_converge, "plan_steps", lambda view, machines, assume_ready=True: next(steps, []))
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
+
+    def step_down(host):
+        rs.stepped_down_hosts.append(host)
+        raise _replset.PrimaryChanged(f"{host} is not the primary now; the step-down was not sent")
+    rs.step_down = step_down
+    outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert rs.stepped_down_hosts == ["h0:37017"] and outcome.steps == [] and outcome.converged
+    assert rs.read_via == [None, None, None]  # re-read after one heartbeat, not from a "new primary"
 
 
 def test_a_step_mongodb_would_reject_is_not_sent(monkeypatch):
@@ -356,7 +395,8 @@ def test_node_not_electable_re_reads_and_steps_the_new_primary_down_first(monkey
     def elect_m1(fake):
         fake.primary = 1
 
-    def step_down():
+    def step_down(host):
+        assert host == "h1:37017"
         rs.stepped_down += 1
         rs.primary = 0
     monkeypatch.setattr(_converge, "plan_steps", plan)
@@ -411,7 +451,7 @@ def test_an_interrupted_reconfig_that_landed_late_is_counted_once_and_not_resent
     real_read = rs.read_view
     reads = {"n": 0}
 
-    def read_view():
+    def read_view(via=None):
         reads["n"] += 1
         if reads["n"] == 3:  # the start, the round that sends, then this one
             rs.cfg = target
