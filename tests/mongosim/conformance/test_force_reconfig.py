@@ -25,7 +25,7 @@ def test_force_on_a_secondary_without_a_majority_installs_with_a_version_jump_an
         mongosim_cluster):
     c = start_set(mongosim_cluster, 5)
     p = c.wait_for_primary()
-    c.client().app.things.insert_one({"_id": "before"}, )
+    c.client().app.things.insert_one({"_id": "before"})
     survivors = [m for m in c.members if m is not p][:2]
     for m in c.members:
         if m not in survivors:

@@ -7,6 +7,7 @@ import datetime
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from bson.timestamp import Timestamp
 from . import rsconfig, wire
 from .errors import CommandError
 from .storage import Journal, Store, load_state, save_state
+from .tls import TlsSettings
 
 log = logging.getLogger("mongosim")
 
@@ -114,7 +116,10 @@ class Peer:
     async def _call(self, body: dict) -> dict:
         if self.writer is None:
             h, _, p = self.host.rpartition(":")
-            self.reader, self.writer = await asyncio.open_connection(h, int(p))
+            ctx = self.node.client_tls
+            # Over TLS the peer's certificate must match the host string of the config, as mongod checks it.
+            self.reader, self.writer = await asyncio.open_connection(h, int(p), ssl=ctx,
+                                                                     server_hostname=h if ctx else None)
             await self.node.security.outbound_handshake(self)
         return await self.raw_call(body)
 
@@ -145,6 +150,7 @@ class Options:
     argv: list[str] = field(default_factory=list)
     parsed: dict = field(default_factory=dict)
     oplog_size_mb: float | None = None  # None: never truncated (mongod's default is a share of the disk)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 class Node:
@@ -181,6 +187,7 @@ class Node:
         self.blocked_hosts: set[str] = set()
         self.partition_instant = False   # failpoint mode: refuse at once instead of dropping packets
         self.stop_repl_producer = False  # mongod's stopReplProducer failpoint: fetch no oplog entries
+        self.client_tls: ssl.SSLContext | None = None  # member connections go over TLS (preferTLS, requireTLS)
         self.reconfig_running = False    # a reconfig is validating/quorum-checking/installing (mongod's 109)
         self.config_oplog_commitment: OpTime = NULL_OPTIME  # commit point when the current config was installed
         self.oplog_start = 0             # first oplog entry still inside the capped size

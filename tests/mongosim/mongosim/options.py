@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import tls
 from .node import Options
 
 
@@ -26,11 +27,16 @@ FLAGS: dict[str, tuple[str, bool]] = {
     "--pidfilepath": ("processManagement.pidFilePath", True),
     "--keyFile": ("security.keyFile", True),
     "--auth": ("security.authorization", False),
+    "--tlsMode": ("net.tls.mode", True),
+    "--tlsCertificateKeyFile": ("net.tls.certificateKeyFile", True),
+    "--tlsCAFile": ("net.tls.CAFile", True),
+    "--tlsAllowConnectionsWithoutCertificates": ("net.tls.allowConnectionsWithoutCertificates", False),
 }
 CONFIG_KEYS = {"net.port", "net.bindIp", "net.bindIpAll", "replication.replSetName", "replication.oplogSizeMB",
                "storage.dbPath", "storage.journal.enabled", "systemLog.destination", "systemLog.path",
                "systemLog.logAppend", "systemLog.quiet", "processManagement.fork", "processManagement.pidFilePath",
-               "security.keyFile", "security.authorization"}
+               "security.keyFile", "security.authorization", "net.tls.mode", "net.tls.certificateKeyFile",
+               "net.tls.CAFile", "net.tls.allowConnectionsWithoutCertificates"}
 # Accepted for drop-in compatibility with stock mongod.conf files, without effect in the simulator.
 IGNORED_KEYS = {"processManagement.timeZoneInfo", "storage.engine", "storage.directoryPerDB",
                 "storage.wiredTiger.engineConfig.cacheSizeGB", "net.unixDomainSocket.enabled", "net.ipv6",
@@ -192,6 +198,10 @@ def build_options(settings: dict[str, Any], params: dict[str, Any], argv: list[s
             raise UsageError(f"Bad value for replication.oplogSizeMB: {oplog_mb!r}") from None
         if oplog_mb <= 0:
             raise UsageError(f"replication.oplogSizeMB must be positive, got {oplog_mb}")
+    try:
+        tls_settings = tls.settings(settings)
+    except tls.TlsConfigError as e:
+        raise UsageError(str(e)) from None
     tc = params.get("enableTestCommands")
     for k in params:
         if k not in KNOWN_PARAMETERS:
@@ -199,7 +209,8 @@ def build_options(settings: dict[str, Any], params: dict[str, Any], argv: list[s
     return Options(port=port, bind_ips=bind, repl_set=settings.get("replication.replSetName"),
                    dbpath=str(settings.get("storage.dbPath", "/data/db")), test_commands=tc in (1, True, "1", "true"),
                    key_file=settings.get("security.keyFile"), auth=bool(auth) or bool(settings.get("security.keyFile")),
-                   parameters=dict(params), argv=list(argv), parsed=_nest(settings), oplog_size_mb=oplog_mb)
+                   parameters=dict(params), argv=list(argv), parsed=_nest(settings), oplog_size_mb=oplog_mb,
+                   tls=tls_settings)
 
 
 KNOWN_PARAMETERS = {"enableTestCommands", "allowMultipleArbiters", "enableLocalhostAuthBypass",

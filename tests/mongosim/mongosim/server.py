@@ -7,13 +7,15 @@ import itertools
 import logging
 import os
 import random
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson.int64 import Int64
 
-from . import MODELLED_VERSION, __version__, rsconfig, wire
+from . import MODELLED_VERSION, __version__, rsconfig, tls, wire
 from .auth import AUTH_COMMANDS, HANDSHAKE_COMMANDS, Security
 from .crud import Crud
 from .errors import RETRYABLE_CODES, CommandError
@@ -64,6 +66,10 @@ class Server:
         self.node.server = self
         self.crud = Crud(self)
         self.servers: list[asyncio.base_events.Server] = []
+        # With TLS enabled the listening sockets are accepted by hand, so each connection can be told apart first.
+        self.listeners: list[socket.socket] = []
+        self.accept_tasks: list[asyncio.Task] = []
+        self.server_tls: ssl.SSLContext | None = None
         self.stopped = asyncio.Event()
         self.connections: set[asyncio.StreamWriter] = set()
         c = self.crud
@@ -94,9 +100,21 @@ class Server:
 
     async def start(self) -> None:
         self.node.load()
-        for ip in self.opts.bind_ips:
-            srv = await asyncio.start_server(self._serve, ip, self.opts.port, reuse_address=True)
-            self.servers.append(srv)
+        settings = self.opts.tls
+        if settings.enabled:
+            # Built once: a certificate or CA file that cannot be used stops the start, as with mongod.
+            self.server_tls = tls.server_context(settings)
+            if settings.outbound:
+                self.node.client_tls = tls.client_context(settings)
+            for ip in self.opts.bind_ips:
+                sock = socket.create_server((ip, self.opts.port))
+                sock.setblocking(False)
+                self.listeners.append(sock)
+                self.accept_tasks.append(asyncio.ensure_future(self._accept(sock)))
+        else:
+            for ip in self.opts.bind_ips:
+                srv = await asyncio.start_server(self._serve, ip, self.opts.port, reuse_address=True)
+                self.servers.append(srv)
         self.node.start()
         log.info("mongosim %s (simulates MongoDB %s) listening on %s:%s", __version__, MODELLED_VERSION,
                  ",".join(self.opts.bind_ips), self.opts.port)
@@ -106,10 +124,50 @@ class Server:
         self.node.shutting_down = True
         for s in self.servers:
             s.close()
+        for t in self.accept_tasks:
+            t.cancel()
+        for sock in self.listeners:
+            sock.close()
         for w in list(self.connections):
             w.close()
         self.node.shutdown()
         self.stopped.set()
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """The TLS-enabled listener: every connection is classified by its first bytes (see tls.classify)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            asyncio.ensure_future(self._open(conn))
+
+    async def _open(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            kind = await tls.classify(conn)
+            if kind == "http":
+                await loop.sock_sendall(conn, tls.HTTP_REPLY)
+                conn.close()
+                return
+            if kind == "plain" and self.opts.tls.mode == "requireTLS":
+                # mongod: "The server is configured to only allow SSL connections"; no wire reply, just closed.
+                log.info("Error receiving request from client. Ending connection from remote: SSLHandshakeFailed: "
+                         "The server is configured to only allow SSL connections")
+                conn.close()
+                return
+            reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            if kind == "tls":
+                transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.server_tls,
+                                                                  ssl_handshake_timeout=tls.FIRST_BYTES_TIMEOUT)
+            else:
+                transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        except (OSError, asyncio.CancelledError, TimeoutError) as e:
+            if not isinstance(e, asyncio.CancelledError):
+                log.info("Error receiving request from client. Ending connection from remote: SSLHandshakeFailed: "
+                         "%s", e)
+            conn.close()
+            return
+        await self._serve(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer.get_extra_info("peername") or ("", 0), writer.get_extra_info("sockname"))

@@ -87,8 +87,9 @@ def allocate_subnet(block: str, port: int = DEFAULT_PORT, size: int = 1) -> tupl
 class Member:
     """One member process: ``address`` is the ``host:port`` string used in the replica-set config."""
 
-    def __init__(self, index: int, ip: str, port: int, workdir: Path) -> None:
+    def __init__(self, index: int, ip: str, port: int, workdir: Path, client_options: dict | None = None) -> None:
         self.index = index
+        self.client_options = dict(client_options or {})
         self.ip = ip
         self.port = port
         self.dbpath = workdir / f"node{index}"
@@ -110,7 +111,8 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self, **kwargs: Any) -> MongoClient:
-        """A direct connection to this member only."""
+        """A direct connection to this member only (with the cluster's client options, e.g. TLS)."""
+        kwargs = {**self.client_options, **kwargs}
         kwargs.setdefault("serverSelectionTimeoutMS", 5000)
         kwargs.setdefault("connectTimeoutMS", 2000)
         return MongoClient(self.ip, self.port, directConnection=True, **kwargs)
@@ -137,7 +139,10 @@ class Cluster:
     def __init__(self, n: int = 3, *, block: str = "127.10", workdir: str | Path | None = None,
                  port: int = DEFAULT_PORT, set_name: str = SET_NAME, election_timeout_ms: int = 1000,
                  heartbeat_interval_ms: int = 200, key_file: str | None = None, auth: bool = False,
-                 test_commands: bool = True, extra_args: Sequence[str] = (), spare: int = 2) -> None:
+                 test_commands: bool = True, extra_args: Sequence[str] = (), spare: int = 2,
+                 client_options: dict | None = None) -> None:
+        """``client_options`` are pymongo options for every client the helpers open (e.g. ``tls``, ``tlsCAFile``),
+        for members started with matching ``extra_args``."""
         self.set_name = set_name
         self.port = port
         self.election_timeout_ms = election_timeout_ms
@@ -153,7 +158,9 @@ class Cluster:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prefix, self._lock = allocate_subnet(block, port, n + spare)
-        self.members: list[Member] = [Member(i, f"{self.prefix}.{i + 1}", port, self.workdir) for i in range(n)]
+        self.client_options = dict(client_options or {})
+        self.members: list[Member] = [Member(i, f"{self.prefix}.{i + 1}", port, self.workdir, self.client_options)
+                                      for i in range(n)]
         self._clients: list[MongoClient] = []
 
     # ---- processes -------------------------------------------------------------------------------
@@ -206,7 +213,8 @@ class Cluster:
 
     def add_node(self) -> Member:
         """Start one more (uninitiated) member on the next address of this cluster's /24."""
-        m = Member(len(self.members), f"{self.prefix}.{len(self.members) + 1}", self.port, self.workdir)
+        m = Member(len(self.members), f"{self.prefix}.{len(self.members) + 1}", self.port, self.workdir,
+                   self.client_options)
         self.members.append(m)
         self.start(m)
         return m
@@ -366,6 +374,7 @@ class Cluster:
 
     def client(self, **kwargs: Any) -> MongoClient:
         """A replica-set client (``replicaSet=<set name>``) seeded with every member; closed by ``stop()``."""
+        kwargs = {**self.client_options, **kwargs}
         kwargs.setdefault("serverSelectionTimeoutMS", 15000)
         kwargs.setdefault("connectTimeoutMS", 2000)
         uri = "mongodb://" + ",".join(m.address for m in self.members) + f"/?replicaSet={self.set_name}"
