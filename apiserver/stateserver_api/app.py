@@ -6,22 +6,27 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import values
+from . import peers, values
 from .backend import Backend
 from .errors import Conflict, NoPrimary, NotFound, Unreadable
 from .limits import MAX_BODY_BYTES, BodyLimit
+from .metrics import RequestMetrics, SetCollector, route_of
+from .status import build_ha_status, recorded_api_addresses
 
 log = logging.getLogger("stateserver_api")
 
 PUBLIC_PATHS = frozenset({"/v1/live"})
+METRICS_PATH = "/metrics"
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -96,11 +101,22 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAPI:
-    """Build the app around a backend and the deployment's bearer token."""
+def create_app(backend: Backend, token: str, expose_docs: bool = True, scrape_token: str | None = None,
+               probe: Callable[[list[str]], dict[str, bool]] = peers.probe) -> FastAPI:
+    """Build the app around a backend and the deployment's bearer token.
+
+    scrape_token, when given, opens /metrics only (for Prometheus, whose configuration then never holds the token
+    that writes). probe tells which API addresses answer (peers.probe; tests substitute their own).
+    """
     if not token:
         raise ValueError("the bearer token must not be empty")
+    if scrape_token is not None and (not scrape_token or scrape_token == token):
+        raise ValueError("the scrape token must be set and differ from the bearer token")
     expected = token.encode()
+    scrape = scrape_token.encode() if scrape_token else None
+    registry = CollectorRegistry()
+    registry.register(SetCollector(backend.read_set, probe))
+    request_metrics = RequestMetrics(registry)
     app = FastAPI(
         title="stateserver API",
         version="1",
@@ -118,12 +134,19 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
         # input is valid) is revealed without the token.
         started = time.monotonic()
         request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
-        if request.url.path not in PUBLIC_PATHS and not _authorized(request.headers.get("authorization"), expected):
+        route = route_of(app.router.routes, request.scope)
+        if not _allowed(request.url.path, request.headers.get("authorization"), expected, scrape):
             # Closing the connection means an unread body is never drained and the client holds nothing open.
             response: Any = JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401,
                                          headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                # A bug: the outermost handler answers 500; it is still a request to count.
+                request_metrics.observe(request.method, route, 500, time.monotonic() - started)
+                raise
+        request_metrics.observe(request.method, route, response.status_code, time.monotonic() - started)
         response.headers["X-Request-Id"] = request_id
         log.info("request", extra={
             "request_id": request_id, "method": request.method, "path": request.url.path,
@@ -178,7 +201,13 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
     @app.get("/v1/ha-status", tags=["ha"], responses=ERRORS,
              summary="Every state machine with its member's vote, state and the replica set's primary")
     def ha_status() -> dict[str, Any]:
-        return backend.ha_status()
+        reading = backend.read_set()
+        return build_ha_status(reading, probe(recorded_api_addresses(reading)))
+
+    # Not in the OpenAPI document: it is Prometheus's text format, not JSON.
+    @app.get(METRICS_PATH, include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/api-addresses", tags=["ha"], response_model=Addresses, responses=ERRORS,
              summary="The API addresses published in the state-machine records")
@@ -222,6 +251,12 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True) -> FastAP
         return backend.kv_put(key, write.value, write.version, write.request_id)
 
     return app
+
+
+def _allowed(path: str, header: str | None, token: bytes, scrape: bytes | None) -> bool:
+    if path in PUBLIC_PATHS or _authorized(header, token):
+        return True
+    return path == METRICS_PATH and scrape is not None and _authorized(header, scrape)
 
 
 def _authorized(header: str | None, expected: bytes) -> bool:

@@ -26,6 +26,7 @@ from pymongo.errors import (
 
 from . import values
 from .errors import Conflict, NoPrimary, NotFound, Unreadable
+from .status import SetReading
 
 log = logging.getLogger("stateserver_api")
 
@@ -39,7 +40,7 @@ class Backend(Protocol):
     """What the HTTP layer needs; MongoBackend is the real one, tests may substitute an in-memory one."""
 
     def ready(self) -> dict[str, Any]: ...
-    def ha_status(self) -> dict[str, Any]: ...
+    def read_set(self) -> SetReading: ...
     def api_addresses(self) -> list[str]: ...
     def register_unit(self, name: str) -> dict[str, Any]: ...
     def heartbeat(self, name: str) -> dict[str, Any]: ...
@@ -82,57 +83,6 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     return None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def build_ha_status(machines: list[dict], config: dict | None, status: dict | None) -> dict[str, Any]:
-    """Join the machine records with replSetGetConfig/replSetGetStatus: one row per machine, plus stray members."""
-    members = list((config or {}).get("members") or [])
-    states = {m.get("name"): m for m in (status or {}).get("members") or []}
-    primary = next((m.get("name") for m in states.values() if m.get("state") == 1), None)
-
-    def member_for(record: dict) -> dict | None:
-        for member in members:
-            if (member.get("tags") or {}).get("stateserver-machine") == record.get("_id"):
-                return member
-        return next((m for m in members if m.get("host") == record.get("mongo_address")), None)
-
-    rows, seen = [], set()
-    for record in sorted(machines, key=lambda r: str(r.get("_id"))):
-        member = member_for(record)
-        state = states.get(member.get("host")) if member else None
-        if member:
-            seen.add(member.get("_id"))
-        rows.append({
-            "machine": str(record.get("_id")),
-            # Records are written by other tools; a field of another type is shown as missing rather than failing
-            # the whole status while the answer is encoded.
-            "mongo_address": _text(record.get("mongo_address")),
-            "api_address": _text(record.get("api_address")),
-            "wants_vote": bool(record.get("wants_vote")),
-            "has_vote": bool(member and member.get("votes", 1) > 0),
-            "member_id": member.get("_id") if member else None,
-            "member_state": state.get("stateStr") if state else None,
-            "health": state.get("health") if state else None,
-            "primary": bool(state and state.get("state") == 1),
-        })
-    strays = [{
-        "member_id": m.get("_id"),
-        "host": m.get("host"),
-        "has_vote": m.get("votes", 1) > 0,
-        "member_state": (states.get(m.get("host")) or {}).get("stateStr"),
-    } for m in members if m.get("_id") not in seen]
-    return {
-        "replica_set": (config or {}).get("_id") or (status or {}).get("set"),
-        "config_version": (config or {}).get("version"),
-        "config_term": (config or {}).get("term"),
-        "primary": primary,
-        "machines": rows,
-        "members_without_machine": strays,
-    }
 
 
 class MongoBackend:
@@ -179,20 +129,20 @@ class MongoBackend:
             raise NoPrimary("the selected member is no longer primary")
         return {"ready": True, "primary": hello.get("me") or hello.get("primary"), "replica_set": hello.get("setName")}
 
-    def ha_status(self) -> dict[str, Any]:
-        """From the primary when there is one. Without one (an election, or majority loss, when status matters
-        most) it is read from any reachable member and says so: a secondary's view may be stale."""
+    def read_set(self) -> SetReading:
+        """The records, config and status from the primary when there is one. Without one (an election, or majority
+        loss, when status matters most) from any reachable member, and the reading says so: its view may be stale."""
         try:
-            return self._ha_status(ReadPreference.PRIMARY, "primary")
+            return self._read_set(ReadPreference.PRIMARY)
         except NoPrimary:
-            return self._ha_status(ReadPreference.NEAREST, "a member that is not primary (may be stale)")
+            return self._read_set(ReadPreference.NEAREST)
 
-    def _ha_status(self, read_preference: Any, source: str) -> dict[str, Any]:
+    def _read_set(self, read_preference: Any) -> SetReading:
         with _as_no_primary():
             machines = list(self.db.get_collection("machines", read_preference=read_preference).find({}))
             config = self.client.admin.command("replSetGetConfig", read_preference=read_preference).get("config")
             status = self.client.admin.command("replSetGetStatus", read_preference=read_preference)
-        return {**build_ha_status(machines, config, status), "read_from": source}
+        return SetReading(machines, config, status, read_preference == ReadPreference.PRIMARY)
 
     def api_addresses(self) -> list[str]:
         with _as_no_primary():

@@ -35,6 +35,8 @@ class Settings:
     mongo_user: str = ""
     mongo_password_file: str = ""
     token_file: str = ""
+    # A second token that opens /metrics only (Prometheus keeps it in its own configuration); empty: none.
+    metrics_token_file: str = ""
     server_selection_timeout_ms: int = 3000
     wtimeout_ms: int = 5000
     log_level: str = "info"
@@ -123,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mongo-user", help="user to authenticate as (authSource admin); empty = no auth")
     parser.add_argument("--mongo-password-file", help="file holding the mongo password")
     parser.add_argument("--token-file", help="file holding the deployment's bearer token (required)")
+    parser.add_argument("--metrics-token-file", help="file holding a token that opens /metrics only (optional; the "
+                        "bearer token opens it too)")
     parser.add_argument("--server-selection-timeout-ms", type=int)
     parser.add_argument("--wtimeout-ms", type=int)
     parser.add_argument("--log-level", choices=LOG_LEVELS)
@@ -158,7 +162,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
             parser.error(f"unknown settings in {args.config}: {', '.join(unknown)}")
         for name, value in data.items():
             setattr(settings, name, value)
-    for name in ("host", "port", "replica_set", "mongo_user", "mongo_password_file", "token_file",
+    for name in ("host", "port", "replica_set", "mongo_user", "mongo_password_file", "token_file", "metrics_token_file",
                  "server_selection_timeout_ms", "wtimeout_ms", "log_level", "read_timeout", "max_connections"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return wait_until_live(settings.host, settings.port, args.wait_live)
     token = read_secret(settings.token_file, "bearer token")
     password = read_secret(settings.mongo_password_file, "mongo password") if settings.mongo_user else None
+    scrape = read_secret(settings.metrics_token_file, "metrics token") if settings.metrics_token_file else None
+    if scrape is not None and scrape == token:
+        raise SystemExit(f"stateserver-api: the metrics token file {settings.metrics_token_file} holds the bearer "
+                         "token; give Prometheus a token of its own (it opens /metrics only)")
     if args.check_config:
         print(f"stateserver-api: the settings are usable; it would listen on {settings.host}:{settings.port}")
         return 0
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.seeds(), settings.replica_set, settings.mongo_user or None, password,
         server_selection_timeout_ms=settings.server_selection_timeout_ms, wtimeout_ms=settings.wtimeout_ms,
     )
-    app = create_app(backend, token, expose_docs=settings.expose_openapi)
+    app = create_app(backend, token, expose_docs=settings.expose_openapi, scrape_token=scrape)
     budget = limits.connection_budget(settings.max_connections)
     log.info("starting", extra={"address": f"{settings.host}:{settings.port}", "event": "start",
                                 "reason": f"at most {budget.max_connections} connections, {settings.read_timeout}s "

@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from stateserver_api.backend import APPLIED_WINDOW, build_ha_status
+from stateserver_api.backend import APPLIED_WINDOW
 from stateserver_api.errors import Conflict, NoPrimary, NotFound
+from stateserver_api.status import SetReading
 
 
 class MemoryBackend:
@@ -30,7 +31,7 @@ class MemoryBackend:
         self._check()
         return {"ready": True, "primary": "127.30.9.1:37017", "replica_set": "stateserver"}
 
-    def ha_status(self) -> dict[str, Any]:
+    def read_set(self) -> SetReading:
         self._check()
         config = {"_id": "stateserver", "version": 3, "term": 1, "members": [
             {"_id": i, "host": m["mongo_address"], "votes": 1, "tags": {"stateserver-machine": m["_id"]}}
@@ -38,7 +39,7 @@ class MemoryBackend:
         status = {"set": "stateserver", "members": [
             {"name": m["mongo_address"], "state": 1 if i == 0 else 2, "stateStr": "PRIMARY" if i == 0 else "SECONDARY",
              "health": 1} for i, m in enumerate(self.machines)]}
-        return build_ha_status(self.machines, config, status)
+        return SetReading([dict(m) for m in self.machines], config, status, from_primary=True)
 
     def api_addresses(self) -> list[str]:
         self._check()

@@ -73,12 +73,18 @@ class StateMachines:
     """`count` machines m1..mN; machine i is member i-1 of a mongosim.testing cluster plus an API server."""
 
     def __init__(self, workdir: Path, count: int = 3, token: str = "integration-token-0123456789",
-                 auth: bool = False) -> None:
+                 auth: bool = False, metrics_token: str | None = None) -> None:
         self.workdir = workdir
         self.token = token
         self.token_file = workdir / "token"
         self.token_file.write_text(token + "\n")
         self.token_file.chmod(0o400)
+        # A token that opens /metrics only, as a Prometheus server would hold it.
+        self.metrics_token = metrics_token
+        self.metrics_token_file = workdir / "metrics-token"
+        if metrics_token:
+            self.metrics_token_file.write_text(metrics_token + "\n")
+            self.metrics_token_file.chmod(0o400)
         # With auth the members run with a keyfile and authorization, as the mongod role deploys them, and the API
         # servers log in as the admin user created through the localhost exception.
         self.auth = auth
@@ -111,11 +117,13 @@ class StateMachines:
     def start_api(self, machine: Machine, seeds: list[str] | None = None, password_file: Path | None = None) -> None:
         seeds = seeds or [machine.mongo_address]
         login = ["--mongo-user", self.admin_user, "--mongo-password-file", str(password_file or self.password_file)]
+        scrape = ["--metrics-token-file", str(self.metrics_token_file)] if self.metrics_token else []
         with (self.workdir / f"{machine.name}-api.log").open("ab") as log:
             machine.api = subprocess.Popen(
                 [str(VENV_BIN / "stateserver-api"), "--host", machine.host, "--port", str(API_PORT),
                  "--mongo-seeds", ",".join(seeds), "--token-file", str(self.token_file),
-                 "--server-selection-timeout-ms", "2000", "--wtimeout-ms", "3000", *(login if self.auth else [])],
+                 "--server-selection-timeout-ms", "2000", "--wtimeout-ms", "3000", *(login if self.auth else []),
+                 *scrape],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.apis.append(machine.api)
         proc = machine.api

@@ -138,8 +138,9 @@ def test_ha_status_reports_every_machine(cluster: StateMachines) -> None:
     assert all(m["wants_vote"] and m["has_vote"] for m in status["machines"])
     assert [m["machine"] for m in status["machines"] if m["primary"]] == [primary.name]
     assert status["primary"] == primary.mongo_address
-    assert {m["member_state"] for m in status["machines"]} == {"PRIMARY", "SECONDARY"}
-    assert status["read_from"] == "primary"
+    assert {m["state"] for m in status["machines"]} == {"PRIMARY", "SECONDARY"}
+    assert all(m["api_answers"] for m in status["machines"])
+    assert status["read_from"] == "primary" and status["record_problems"] == []
 
     # Majority loss: the survivor's API server is not ready (503 with the reason) but still reports the status,
     # marked as read from a member that is not primary.
@@ -158,8 +159,10 @@ def test_ha_status_reports_every_machine(cluster: StateMachines) -> None:
 
         degraded = wait_for(without_primary, 60, "the survivor to report no primary")
     assert degraded["read_from"] != "primary"
-    states = {m["machine"]: m["member_state"] for m in degraded["machines"]}
+    states = {m["machine"]: m["state"] for m in degraded["machines"]}
     assert states[survivor.name] == "SECONDARY"
+    answers = {m["machine"]: m["api_answers"] for m in degraded["machines"]}
+    assert answers == {m.name: m is survivor for m in cluster.machines}
 
 
 def test_units_register_heartbeat_and_conflict(cluster: StateMachines) -> None:
