@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from scrape import parse, value
 from stateserver_api.app import create_app
 from stateserver_api.errors import NoPrimary
+from stateserver_api.main import main
 from stateserver_api.metrics import SetCollector, set_families
 from stateserver_api.status import SetReading
 
@@ -201,3 +202,16 @@ def test_a_scrape_without_a_primary_still_answers(client: TestClient, backend: M
 def test_the_scrape_token_must_differ_from_the_bearer_token() -> None:
     with pytest.raises(ValueError, match="differ"):
         create_app(MemoryBackend(), TOKEN, scrape_token=TOKEN)
+
+
+def test_the_server_reads_the_scrape_token_from_a_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    token, scrape = tmp_path / "token", tmp_path / "scrape"
+    token.write_text(TOKEN + "\n")
+    scrape.write_text(SCRAPE + "\n")
+    args = ["--host", "127.0.0.1", "--token-file", str(token), "--check-config"]
+    assert main([*args, "--metrics-token-file", str(scrape)]) == 0
+    assert "usable" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="holds the bearer token"):
+        main([*args, "--metrics-token-file", str(token)])
+    with pytest.raises(SystemExit, match="cannot read the metrics token file"):
+        main([*args, "--metrics-token-file", str(tmp_path / "missing")])
