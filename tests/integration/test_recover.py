@@ -1,0 +1,89 @@
+"""Recovering from a lost majority (issue 13) through ansible-playbook against replica-set processes on loopback.
+
+Two of three voters are killed for good. recover_majority refuses without the set's name, changes nothing in check
+mode, then forces the config to the survivor; ensure_availability and peergroup bring the set back to 3 from
+spares. Every write acknowledged before the loss is present because it had reached every member before the loss:
+a write acknowledged by a majority that does not include a survivor is what a forced reconfig can lose, and the
+module says so in its report.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cluster import MACHINE_TAG, Cluster
+from playbook import run_tasks
+from pymongo import MongoClient
+from test_modules import Writer, assert_converged, ea, pg, voters
+
+pytestmark = pytest.mark.timeout(600)
+
+RM = "stateserver.ha.recover_majority"
+
+
+def recover(cluster: Cluster, confirm: str, **extra) -> dict:
+    return {RM: {"confirm": confirm, "seeds": cluster.addresses[:3], "server_selection_timeout": 5, **extra}}
+
+
+def count_on(cluster: Cluster, index: int) -> int:
+    with MongoClient(cluster.addresses[index], directConnection=True, serverSelectionTimeoutMS=3000) as c:
+        return c.get_database("writer").get_collection("docs").count_documents({})
+
+
+def test_two_of_three_lost_recovered_to_three_from_spares(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=5, start=5)
+    cluster.initiate(0)
+    run = run_tasks(tmp_path / "grow", [ea(cluster, 3, 3), pg(cluster)])
+    assert all(r.get("failed") is not True for r in run.results), run.results
+    assert_converged(cluster, ["sm1", "sm2", "sm3"])
+    with Writer(cluster) as writer:
+        cluster.wait_for(lambda: len(writer.acked) >= 20, 30, "acknowledged writes")
+    acked = list(writer.acked)
+    cluster.wait_for(lambda: all(count_on(cluster, i) >= len(acked) for i in range(3)), 30,
+                     "every write on every member")
+
+    primary = cluster.primary_name()
+    survivor = next(n for n in ("sm1", "sm2", "sm3") if n != primary)
+    lost = sorted({"sm1", "sm2", "sm3"} - {survivor})
+    s = cluster.names.index(survivor)
+    for name in lost:
+        cluster.kill(cluster.names.index(name))
+    cluster.wait_for(lambda: all(cluster.member_down_for(v, via=s) > 1 for v in lost), 60, "the loss seen")
+    before = cluster.direct_config(s)
+
+    run = run_tasks(tmp_path / "guarded", [recover(cluster, "wrong"), recover(cluster, "stateserver")], check=True)
+    refused, planned = run.results
+    assert refused.get("failed") is True and refused["changed"] is False and "'stateserver'" in refused["msg"]
+    assert planned.get("failed") is not True, planned
+    assert planned["changed"] is True and planned["survivors"] == [survivor] and sorted(planned["lost"]) == lost
+    assert planned["most_advanced"] == survivor and planned["primary"] is None
+    assert any("may be gone" in line for line in planned["report"])
+    assert any(line.startswith(f"survivor {survivor}") for line in planned["report"])
+    assert cluster.direct_config(s) == before
+
+    # The lost machines do not answer the controller (the playbook's ping marks them unreachable).
+    spares = [{"name": n, "address": cluster.hosts[i], "reachable": n not in lost} for i, n in enumerate(cluster.names)]
+    run = run_tasks(tmp_path / "recover", [
+        recover(cluster, "stateserver"),
+        {**ea(cluster, 3, 5), "stateserver.ha.ensure_availability": {
+            **ea(cluster, 3, 5)["stateserver.ha.ensure_availability"], "pool": spares}},
+        pg(cluster, timeout=180),
+        recover(cluster, "stateserver"),
+    ])
+    done, plan, converge, again = run.results
+    assert done.get("failed") is not True, done
+    assert done["primary"] == cluster.addresses[s] and done["config_version"] > before["version"] + 10000
+    assert sorted(r["name"] for r in done["records"]) == [survivor]
+    assert plan.get("failed") is not True and sorted(plan["added"]) == ["sm4", "sm5"], plan
+    assert converge.get("failed") is not True and converge["converged"] is True, converge
+    # With a primary again it is no longer a majority loss: refused, nothing changed.
+    assert again.get("failed") is True and again["changed"] is False and "not a majority loss" in again["msg"]
+
+    config, status, records = cluster.read()
+    machines = sorted([survivor, "sm4", "sm5"])
+    assert voters(config) == set(machines)
+    assert sorted(m["tags"][MACHINE_TAG] for m in config["members"]) == machines
+    assert sorted(r["_id"] for r in records) == machines
+    assert len([m for m in status["members"] if m["state"] == 1]) == 1
+    assert writer.missing() == []
+    with Writer(cluster) as after:
+        cluster.wait_for(lambda: len(after.acked) >= 5, 30, "writes acknowledged after the recovery")
