@@ -107,7 +107,7 @@ class Server:
             if settings.outbound:
                 self.node.client_tls = tls.client_context(settings)
             for ip in self.opts.bind_ips:
-                sock = socket.create_server((ip, self.opts.port))
+                sock = socket.create_server((ip, self.opts.port), family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.setblocking(False)
                 self.listeners.append(sock)
                 self.accept_tasks.append(asyncio.ensure_future(self._accept(sock)))
