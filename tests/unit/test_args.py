@@ -20,6 +20,7 @@ def params(**changes) -> dict:
     ("::1", "[::1]:37017"),
     ("[::1]", "[::1]:37017"),
     ("[fe80::1]:5", "[fe80::1]:5"),
+    ("[::1]:37017", "[::1]:37017"),
     ("under_score", "under_score:37017"),
 ])
 def test_host_port_completes_and_keeps_valid_addresses(text, expected):
@@ -37,6 +38,7 @@ def test_host_port_completes_and_keeps_valid_addresses(text, expected):
     ("h:x", "1 to 65535"),
     ("h:٥", "1 to 65535"),
     ("a:b:c", "more than one ':'"),
+    ("::1:37017", "write [::1]:37017"),
     ("[nope]:1", "not an IPv6"),
     ("[::1]x", "[address]:port"),
     ("-bad", "not a host name"),

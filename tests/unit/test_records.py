@@ -140,3 +140,34 @@ def test_hosts_of_another_set_are_foreign():
 def test_an_initiated_pool_host_before_our_set_exists_is_refused():
     problems = foreign_hosts("stateserver", None, {"h:1": hello("stateserver", "h:1", ["h:1"]), "h:2": hello()})
     assert len(problems) == 1 and "h:1" in problems[0] and "seeds" in problems[0]
+
+
+# -- IPv6 (issue 12): the bracketed form is the only one with a port ----------------------------------------------
+
+def test_a_record_with_a_bracketed_ipv6_address_is_valid():
+    records, problems = parse_record_docs([doc(mongo="[::1]:37017", api="[::1]:17070"),
+                                           doc("sm2", "[2001:db8::2]:37017", "[2001:db8::2]:17070")])
+    assert problems == [] and [r.mongo_address for r in records] == ["[::1]:37017", "[2001:db8::2]:37017"]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("::1:37017", ["'::1:37017'", "[::1]:37017"]),
+    # A valid IPv6 address itself: which part was meant as the port cannot be told, so it is never guessed.
+    ("::1:3701", ["no port", "[::1]:3701"]),
+    ("2001:db8::1:80", ["no port", "[2001:db8::1]:80"]),
+])
+def test_an_unbracketed_ipv6_address_with_a_port_is_refused_with_the_bracketed_form(text, words):
+    _records, problems = parse_record_docs([doc(mongo=text)])
+    assert len(problems) == 1 and "'sm1'" in problems[0] and "mongo_address" in problems[0]
+    for word in words:
+        assert word in problems[0]
+    _hosts, problems = parse_pool([{"name": "sm1", "mongo_address": text}], 37017)
+    assert len(problems) == 1 and all(word in problems[0] for word in words)
+
+
+def test_pool_entries_with_ipv6_hosts_are_bracketed():
+    hosts, problems = parse_pool([{"name": "sm1", "address": "::1"}, {"name": "sm2", "address": "[::1]:37018"},
+                                  {"name": "sm3", "mongo_address": "[::1]:37019", "api_address": "[::1]:17071"}], 37017)
+    assert problems == []
+    assert [(h.mongo_address, h.api_address) for h in hosts] == [
+        ("[::1]:37017", "[::1]:17070"), ("[::1]:37018", "[::1]:17070"), ("[::1]:37019", "[::1]:17071")]
