@@ -215,3 +215,13 @@ def test_the_server_reads_the_scrape_token_from_a_file(tmp_path, capsys: pytest.
         main([*args, "--metrics-token-file", str(token)])
     with pytest.raises(SystemExit, match="cannot read the metrics token file"):
         main([*args, "--metrics-token-file", str(tmp_path / "missing")])
+
+
+def test_a_bug_is_counted_as_a_500(client: TestClient, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(key: str) -> dict:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(backend, "kv_get", broken)
+    assert client.get("/v1/kv/a", headers=bearer(TOKEN)).status_code == 500
+    got = parse(client.get("/metrics", headers=bearer(SCRAPE)).text)
+    assert value(got, "stateserver_api_requests_total", method="GET", route="/v1/kv/{key}", status="500") == 1

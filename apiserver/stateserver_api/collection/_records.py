@@ -60,6 +60,16 @@ def _host_problem(host: str) -> str | None:
     return None
 
 
+def _bracket_hint(text: str) -> str:
+    """' (did you mean [v6]:port?)' when `text` is an IPv6 address with a port glued on, else ''."""
+    left, _, port = text.rpartition(":")
+    try:
+        ipaddress.IPv6Address(left)
+    except ValueError:
+        return ""
+    return f" (for {left} port {port}, write [{left}]:{port})" if _PORT.fullmatch(port) else ""
+
+
 def parse_address(text, default_port: int | None = None) -> tuple[str, int]:
     """(host, port) of `host:port`, `[v6]:port`, or (with a default port) `host`, `[v6]` or a bare IPv6 address.
 
@@ -82,8 +92,13 @@ def parse_address(text, default_port: int | None = None) -> tuple[str, int]:
         try:
             ipaddress.IPv6Address(text)
         except ValueError:
-            raise AddressError(f"{text!r} is not an address: more than one ':' outside brackets") from None
+            raise AddressError(f"{text!r} is not an address: more than one ':' outside brackets"
+                               + _bracket_hint(text)) from None
         host = f"[{text}]"
+        if default_port is None:
+            # "::1:3701" is itself an IPv6 address: the port the writer meant (if any) cannot be told apart.
+            raise AddressError(f"{text!r} has no port: it reads as the IPv6 address {text}; write an IPv6 address "
+                               f"in brackets with the port after them, e.g. [{text}]:37017" + _bracket_hint(text))
     problem = _host_problem(host)
     if problem:
         raise AddressError(f"{text!r} is not an address: {problem}")
