@@ -298,11 +298,16 @@ def option_problem(params: dict) -> str | None:
     down_after = params["down_after"]
     if not math.isfinite(down_after) or not 0 <= down_after <= MAX_DOWN_AFTER:
         return f"down_after must be a number of seconds from 0 to {int(MAX_DOWN_AFTER)}, got {down_after!r}"
-    for key, names in (("retire", params["retire"]), ("replace_with", [params["replace_with"]])):
+    return names_problem(params["retire"], params["replace_with"]) or check_connection(params)
+
+
+def names_problem(retire: list, replace_with: str | None) -> str | None:
+    """A retire or replace_with entry that cannot be a machine name (empty, spaces around it), or None."""
+    for key, names in (("retire", retire), ("replace_with", [replace_with])):
         bad = [name for name in names if name is not None and (not name.strip() or name != name.strip())]
         if bad:
             return f"{key} must name machines (their inventory_hostname), got {bad[0]!r}; nothing was changed"
-    return check_connection(params)
+    return None
 
 
 def record_dicts(records) -> list:

@@ -1,9 +1,9 @@
-"""ensure_availability's option checks beyond Ansible's types: n's spelling agrees with ensure-ha.yml's assert."""
+"""ensure_availability's option checks beyond Ansible's types: the spelling of n, the names to retire."""
 
 from __future__ import annotations
 
 import pytest
-from ansible_collections.stateserver.ha.plugins.modules.ensure_availability import n_spelling_problem
+from ansible_collections.stateserver.ha.plugins.modules.ensure_availability import n_spelling_problem, names_problem
 
 
 @pytest.mark.parametrize("raw", [3, 5, 7, "3", "5", "7"])
@@ -17,3 +17,13 @@ def test_other_spellings_are_refused_as_the_playbook_refuses_them(raw):
     problem = n_spelling_problem(raw)
     assert problem and "3, 5 or 7" in problem and repr(raw) in problem
     assert str(raw) not in ("3", "5", "7")  # the playbook's own test, for the same value
+
+
+@pytest.mark.parametrize(("retire", "replace_with"), [([""], None), (["sm2 "], None), (["sm2"], " "), ([" sm2"], None)])
+def test_retire_names_that_cannot_be_machines_are_refused(retire, replace_with):
+    problem = names_problem(retire, replace_with)
+    assert problem and "must name machines" in problem and "nothing was changed" in problem
+
+
+def test_retire_names_are_accepted():
+    assert names_problem(["sm2", "sm3"], "sm6") is None and names_problem([], None) is None

@@ -301,3 +301,43 @@ def test_malformed_records_are_refused_never_acted_on(docs, voters_extra, data):
     v = view(cfg, {primary: PRIMARY})
     if any(r.wants_vote and r.mongo_address for r in records):
         assert len(desired_peer_group(records, v).voters) >= 3
+
+
+@given(st.sampled_from([3, 5, 7]), st.integers(0, 6), st.integers(0, 2), st.integers(0, 6), st.booleans())
+def test_retiring_a_voter_never_runs_below_n_and_ends_without_it(n, retiree, spares, primary, replace):
+    """Issue 13: whatever the set and the retiree, a retirement that is planned keeps n voters at every step (odd at
+    rest), steps a primary down before it loses its vote, and ends with the retiree out of the config and records.
+    At n=7 one step has 6: MongoDB allows no 8th voter, so the retiree's vote goes before the spare's comes."""
+    assume(retiree < n and primary < n)
+    names = [f"m{i}" for i in range(n + spares)]
+    pool = [PoolHost(x, f"10.0.0.{i}:37017", f"10.0.0.{i}:17070") for i, x in enumerate(names)]
+    toy = ToySet(config([member(i, names[i]) for i in range(n)]), {primary: PRIMARY})
+    records = [rec(names[i], i) for i in range(n)]
+    target = names[retiree]
+    first = plan_availability(n, records, pool, toy.view(), retire=[target],
+                              replace_with=names[n] if replace and spares else None)
+    if spares == 0:
+        assert first.error and "1 more spare host" in first.error
+        return
+    assert not first.error, first.error
+    plan = first
+    for _phase in range(3):
+        for _attempt in range(40):
+            steps = plan_steps(toy.view(), plan.records_after, assume_ready=False)
+            if not steps:
+                toy.sync()
+                steps = plan_steps(toy.view(), plan.records_after, assume_ready=False)
+                if not steps:
+                    break
+            step = steps[0]
+            if step.action in ("demote", "remove") and step.config is not None:
+                gone = next(m for m in toy.cfg["members"] if m["_id"] == step.member_id)
+                primary_id = next(i for i, s in toy.states.items() if s == PRIMARY)
+                assert gone["_id"] != primary_id or not gone.get("votes", 1), "a primary lost its vote"
+            toy.apply(step)
+            assert len(voting_ids(toy.cfg)) >= min(n, 6)
+        assert len(voting_ids(toy.cfg)) % 2 == 1
+        plan = plan_availability(n, plan.records_after, pool, toy.view(), retire=[target])
+        assert not plan.error, plan.error
+    assert target not in {m["tags"]["stateserver-machine"] for m in toy.cfg["members"]}
+    assert target not in {r.name for r in plan.records_after} and plan.retired == [target]
