@@ -34,8 +34,8 @@ def test_the_first_machine_is_retired_while_writes_continue(tmp_path, cluster_fa
     before = cluster.read()[0]["version"]
 
     # Check mode reports the whole plan (the spare, the reconfig steps) and changes nothing.
-    run = run_tasks(tmp_path / "check", [retire(cluster, "sm1", 4),
-                                        pg(cluster, records="{{ r0.records }}")], check=True)
+    run = run_tasks(tmp_path / "check", [retire(cluster, "sm1", 4), pg(cluster, records="{{ r0.records }}")],
+                    check=True)
     plan, steps = run.results
     assert plan.get("failed") is not True and plan["changed"] is True, plan
     assert plan["retiring"] == ["sm1"] and plan["added"] == ["sm4"]

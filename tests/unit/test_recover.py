@@ -14,22 +14,22 @@ FIVE = config([member(i, f"m{i}") for i in range(5)], version=7)
 HELLO = {"setName": "stateserver"}
 
 
-def survivor_view(me: int, optimes: dict, seen_up=(), state=2, cfg=FIVE) -> ReplSetView:
+def survivor_view(me: int, optimes: dict, seen_up=(), state=2) -> ReplSetView:
     """The view member `me` has: itself in `state`, the members in seen_up healthy, the others down."""
     members = []
-    for m in cfg["members"]:
+    for m in FIVE["members"]:
         i = m["_id"]
         up = i == me or i in seen_up
         t, secs = optimes.get(i, (1, 0))
         members.append({"_id": i, "name": m["host"], "health": 1 if up else 0, "state": state if i == me else 2 if up
                         else 8, "self": i == me, "optime": {"ts": Timestamp(secs, 1), "t": t},
                         "optimeDate": datetime.datetime.fromtimestamp(secs, datetime.UTC)})
-    return ReplSetView(cfg, {"set": "stateserver", "myState": state, "members": members}, NOW)
+    return ReplSetView(FIVE, {"set": "stateserver", "myState": state, "members": members}, NOW)
 
 
-def inputs(survivors: dict, cfg=FIVE):
+def inputs(survivors: dict):
     """survivors: {member id: view}; every other member is unreachable from the controller."""
-    hellos = {m["host"]: (HELLO if m["_id"] in survivors else "connection refused") for m in cfg["members"]}
+    hellos = {m["host"]: (HELLO if m["_id"] in survivors else "connection refused") for m in FIVE["members"]}
     return hellos, {addr(i): v for i, v in survivors.items()}
 
 
