@@ -46,7 +46,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     convergence_report,
     plan_steps,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._records import address_key, answers_as_member
+from ansible_collections.stateserver.ha.plugins.module_utils._records import (
+    address_key,
+    answers_as_member,
+    hello_members,
+)
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ConfigIncompatible,
     PrimaryChanged,
@@ -209,7 +213,7 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
     return reasons
 
 
-# -- moving a healthy member (issue 12) ---------------------------------------------------------------------------
+# -- moving a healthy member, adding another set's member (issue 12) ---------------------------------------------
 
 def healthy_moves(before: dict | None, after: dict | None, status: dict | None) -> list[tuple[str, str, str]]:
     """(machine, old host, new host) for every member that `after` gives another host while it is healthy now."""
@@ -246,6 +250,38 @@ def move_refusals(moves: list[tuple[str, str, str]], answers: dict, set_name: st
         problems.append(f"refusing to move machine {machine} from {old}, where its member is healthy, to {new}: {why}; "
                         "correct the record's mongo_address (ensure_availability repairs it from the inventory), or "
                         "make the machine answer at the new address first")
+    return problems
+
+
+def added_members(before: dict | None, after: dict | None) -> list[tuple[str, str]]:
+    """(machine, host) for every member `after` adds to `before`."""
+    old = {m["_id"] for m in (before or {}).get("members", [])}
+    return [((m.get("tags") or {}).get(MACHINE_TAG) or m["host"], m["host"])
+            for m in (after or {}).get("members", []) if m["_id"] not in old]
+
+
+def add_refusals(adds: list[tuple[str, str]], answers: dict, set_name: str, config: dict | None) -> list[str]:
+    """Why each add may not be made ([] when none is refused). answers: {host: hello document or error text}.
+
+    A host that answers as a member of another replica set (another name, or our name but none of our members) is
+    never added: its record points at someone else's set. mongod's own refusal is the second line of defence, not
+    the first. A host that does not answer yet, or an uninitiated mongod, is a spare and may be added.
+    """
+    ours = {address_key(m["host"]) for m in (config or {}).get("members", [])}
+    problems = []
+    for machine, host in adds:
+        hello = answers.get(host)
+        if not isinstance(hello, dict) or not hello.get("setName"):
+            continue
+        if hello["setName"] != set_name:
+            why = f"it is a member of replica set {hello['setName']!r}"
+        elif not hello_members(hello) & ours:
+            why = (f"it is a member of another replica set also named {set_name!r} (members "
+                   f"{', '.join(sorted(hello_members(hello))) or 'unknown'})")
+        else:
+            continue
+        problems.append(f"refusing to add machine {machine} at {host}: {why}; correct or delete its record in "
+                        "stateserver.machines, or wipe that mongod's data directory if it is to join this set")
     return problems
 
 
@@ -357,16 +393,19 @@ def plan_only(rs, records: list[MachineRecord] | None = None) -> Outcome:
             version = int(step.config.get("version", version + 1))
             outcome.after = step.config
         outcome.steps.append(_step_dict(step, version))
-    _refuse_moves(rs, view, outcome.after, "nothing was changed")
+    _refuse_unsafe(rs, view, outcome.after, "nothing was changed")
     return outcome
 
 
-def _refuse_moves(rs, view, config: dict | None, done: str) -> None:
-    """PlanError when `config` moves a member that is healthy in `view` to an address that is not that member."""
+def _refuse_unsafe(rs, view, config: dict | None, done: str) -> None:
+    """PlanError when `config` moves a member that is healthy in `view` to an address that is not that member, or
+    adds a member of another replica set."""
     moves = healthy_moves(view.config, config, view.status)
-    if not moves:
+    adds = added_members(view.config, config)
+    if not moves and not adds:
         return
-    problems = move_refusals(moves, rs.hellos([new for _machine, _old, new in moves]), rs.set_name)
+    answers = rs.hellos([new for _machine, _old, new in moves] + [host for _machine, host in adds])
+    problems = move_refusals(moves, answers, rs.set_name) + add_refusals(adds, answers, rs.set_name, view.config)
     if problems:
         raise PlanError(f"{'; '.join(problems)}; {done}")
 
@@ -494,7 +533,7 @@ class _Loop:
                 self.applied(step, view.config)
                 self.stepped_down = host
                 return
-            _refuse_moves(self.rs, view, step.config, "nothing was changed" if not self.outcome.steps else
+            _refuse_unsafe(self.rs, view, step.config, "nothing was changed" if not self.outcome.steps else
                           f"nothing more was sent after {len(self.outcome.steps)} step(s)")
             errors = validate_reconfig(view.config, step.config)
             if errors:

@@ -1,7 +1,7 @@
 """peergroup's promises beyond one clean run, and ha_status_info's rows, through ansible-playbook on simulator sets.
 
 --check lists the steps a real run then sends (growth and repair); given records must be the stored ones; invalid
-records change nothing; mongod's refusal of a foreign member fails at once with its words; two runs at once both
+records change nothing; a member of another set is refused before anything is sent; two runs at once both
 converge and no vote is lost on the way.
 """
 
@@ -11,6 +11,8 @@ import threading
 import time
 
 import pytest
+from ansible_collections.stateserver.ha.plugins.module_utils import _converge
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet
 from cluster import MACHINE_TAG, Cluster
 from playbook import run_tasks
 from pymongo.errors import PyMongoError
@@ -90,11 +92,11 @@ def test_records_that_are_not_the_stored_ones_or_not_valid_change_nothing(tmp_pa
     assert after["version"] == config["version"] and after["members"] == config["members"]
 
 
-def test_a_member_of_another_set_is_refused_at_once_with_mongods_words(tmp_path, cluster_factory):
+def test_a_member_of_another_set_is_refused_before_anything_is_sent(tmp_path, cluster_factory):
     cluster = cluster_factory(size=3)
     converge_to(cluster, tmp_path / "setup", 3, 3)
     # A one-member set of the same name elsewhere: its own replicaSetId. Its record is written behind
-    # ensure_availability's back (which checks set identity first), so only mongod's refusal stands in the way.
+    # ensure_availability's back (which checks set identity first); peergroup checks it too, before mongod would.
     foreign = cluster_factory(size=1)
     foreign.initiate(0)
     with cluster.client() as c:
@@ -105,11 +107,26 @@ def test_a_member_of_another_set_is_refused_at_once_with_mongods_words(tmp_path,
     run = run_tasks(tmp_path / "refused", [pg(cluster, timeout=120)])
     took = time.monotonic() - start
     assert failed(run[0]) and run[0]["changed"] is False, run[0]
-    assert "intruder" in run[0]["msg"] and "refused" in run[0]["msg"], run[0]["msg"]
+    assert "refusing to add machine intruder" in run[0]["msg"], run[0]["msg"]
+    assert "another replica set also named 'stateserver'" in run[0]["msg"], run[0]["msg"]
     assert took < 60, f"a refusal that will not clear must not be retried to the timeout ({took:.0f}s)"
     after = cluster.read()[0]
     assert after["version"] == before["version"] and after["members"] == before["members"]
     assert [m["host"] for m in foreign.direct_config(0)["members"]] == foreign.addresses
+
+    # The second line of defence: the host did not answer when peergroup looked (it started just after), so the add
+    # is sent and mongod refuses it (103, the version unchanged): the run fails at once with mongod's words.
+    with ReplSet(conn(cluster)) as rs:
+        real = rs.hellos
+        rs.hellos = lambda addresses: {a: f"nothing answers at {a}" if a == foreign.addresses[0] else answer
+                                       for a, answer in real(addresses).items()}
+        start = time.monotonic()
+        with pytest.raises(_converge.PlanError, match="refused the add step for machine intruder") as err:
+            _converge.converge(rs, 120)
+        took = time.monotonic() - start
+    assert err.value.outcome.steps == [] and took < 60, (took, str(err.value))
+    after = cluster.read()[0]
+    assert after["version"] == before["version"] and after["members"] == before["members"]
 
 
 class VoterWatch:

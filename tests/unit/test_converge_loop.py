@@ -104,6 +104,9 @@ class FakeSet:
         self.stepped_down += 1
         self.stepped_down_hosts.append(host)
 
+    def hellos(self, addresses: list) -> dict:
+        return {a: f"nothing answers at {a}" for a in addresses}  # new members' mongods not started yet
+
     def new_primary(self, old: str, hosts: list) -> str | None:
         host = next(m["host"] for m in self.cfg["members"] if m["_id"] == self.primary)
         return None if host == old else host
@@ -568,3 +571,30 @@ def test_a_step_that_moves_a_healthy_member_to_a_dead_address_is_not_sent(monkey
     monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (True, []))
     outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
     assert [c["members"][1]["host"] for c in rs.sent] == ["x1:37017"] and outcome.converged
+
+
+@pytest.mark.parametrize("answer, refused, words", [
+    ("nothing answers at h3:37017: Connection refused", False, []),
+    ({"isWritablePrimary": False, "isreplicaset": True}, False, []),  # an uninitiated spare
+    ({"setName": "stateserver", "hosts": ["h0:37017", "h3:37017"]}, False, []),  # removed once, still knows us
+    ({"setName": "other", "hosts": ["h3:37017"]}, True, ["replica set 'other'"]),
+    ({"setName": "stateserver", "hosts": ["h3:37017", "x:1"]}, True, ["another replica set also named", "x:1"]),
+])
+def test_add_refusals_keep_another_sets_members_out(answer, refused, words):
+    cfg = config(3, [member(0), member(1), member(2)])
+    problems = _converge.add_refusals([("m3", "h3:37017")], {"h3:37017": answer}, "stateserver", cfg)
+    assert bool(problems) is refused
+    for word in ["refusing to add machine m3 at h3:37017", *words]:
+        assert not refused or word in problems[0]
+
+
+def test_a_step_that_adds_another_sets_member_is_not_sent(monkeypatch):
+    cfg = config(1, [member(0)])
+    step = Step("add", "m1", 1, config(2, [member(0), member(1, votes=0)]))
+    monkeypatch.setattr(_converge, "plan_steps", lambda view, machines, assume_ready=True: [step])
+    monkeypatch.setattr(_converge, "convergence_report", lambda v, m: (False, ["not there"]))
+    rs, clock = FakeSet(cfg), Clock()
+    rs.hellos = lambda addresses: {a: {"setName": "other", "hosts": [a]} for a in addresses}
+    with pytest.raises(_converge.PlanError, match="refusing to add machine m1 .*'other'.*nothing was changed"):
+        _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
+    assert rs.sent == []
