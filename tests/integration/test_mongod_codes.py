@@ -15,7 +15,6 @@ from ansible_collections.stateserver.ha.plugins.module_utils import _converge
 from ansible_collections.stateserver.ha.plugins.module_utils._model import MachineRecord
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet, TransientError
 from cluster import MACHINE_TAG, Cluster
-from mongosim.testing import using_real_mongod
 from pymongo.errors import OperationFailure, PyMongoError
 from test_modules import voters
 
@@ -317,8 +316,6 @@ def test_a_reconfig_interrupted_10107_by_a_step_down_is_re_read_never_re_sent_bl
     assert voters(cluster.read()[0]) == set(cluster.names)
 
 
-@pytest.mark.skipif(using_real_mongod(), reason="the other reconfig is held in the simulator's quorum check, which "
-                    "waits for a joining member's answer")
 def test_a_reconfig_refused_109_while_another_is_being_installed_is_retried_after_it(cluster_factory):
     # 109 ConfigurationInProgress: another actor's reconfig adds a stranger whose host is frozen, which holds that
     # reconfig in its quorum check (up to heartbeatTimeoutSecs); the loop's step arrives meanwhile. The loop backs

@@ -635,7 +635,7 @@ class Server:
                                        f"{mine[0]['_id']} is not electable under the new configuration with "
                                        f"{{version: {new['version']}, term: {new['term']}}} for replica set "
                                        f"{new['_id']}")
-                await self._reconfig_quorum_check(new, mine[0]["_id"], {m["host"] for m in old["members"]})
+                await self._reconfig_quorum_check(new, mine[0]["_id"])
                 _require_still_primary(n, term)
             n.install_new_config(new)
         finally:
@@ -672,7 +672,7 @@ class Server:
                 raise
             raise CommandError("NewReplicaSetConfigurationIncompatible", e.message) from None
 
-    async def _reconfig_quorum_check(self, cfg: dict, my_id: int, old_hosts: set[str]) -> None:
+    async def _reconfig_quorum_check(self, cfg: dict, my_id: int) -> None:
         """Heartbeat every other member of the new config; a majority of its voters (self included) and one
         electable member must answer, none may hold a config as new, belong to another replica set id."""
         n = self.node
@@ -692,15 +692,13 @@ class Server:
                 return m, None, f"{m['host']} failed with {type(e).__name__}"
 
         pending = {asyncio.ensure_future(probe(m)) for m in cfg["members"] if m["_id"] != my_id}
-        joining = {m["host"] for m in cfg["members"] if m["host"] not in old_hosts}
         try:
-            # Enough answers end the check, but a joining member's answer is always awaited (up to the timeout):
-            # it is the one whose set identity needs checking.
-            while pending and (joining or not (len(voters) >= maj.majority_vote and electable)):
+            # mongod (7.0) waits for every member's answer, each bounded by heartbeatTimeoutSecs, unless one vetoes:
+            # a member that does not answer (frozen, cut off) holds the reconfig that long.
+            while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for d in done:
                     m, resp, err = d.result()
-                    joining.discard(m["host"])
                     if resp is not None and not resp.get("ok"):
                         err = f"{m['host']} failed with {resp.get('errmsg')}"
                     if err:
