@@ -441,8 +441,10 @@ class _Loop:
         self.backoff = Backoff.for_heartbeat(heartbeat_interval(view.config, view.status))
         # A step whose reconfig was interrupted: counted once a re-read shows it landed, never sent again.
         self.pending = None
-        # The host of a primary we stepped down: nothing is planned until another member says it is primary.
+        # The host (and electionId) of a primary we stepped down: nothing is planned until a member says it is the
+        # primary of a later election.
         self.stepped_down: str | None = None
+        self.election = None
 
     def run(self) -> Outcome:
         try:
@@ -518,7 +520,7 @@ class _Loop:
         if self.stepped_down is None:
             return None
         hosts = [m["host"] for m in (self.outcome.after or {}).get("members", [])]
-        new = self.rs.new_primary(self.stepped_down, hosts)
+        new = self.rs.new_primary(self.stepped_down, hosts, self.election)
         if new is None:
             self.wait([f"waiting for a new primary to be elected after {self.stepped_down} stepped down"])
             return False
@@ -529,7 +531,7 @@ class _Loop:
         try:
             if step.action == "step_down":
                 host = _member_host(view.config, step.member_id)
-                self.rs.step_down(host)
+                self.election = self.rs.step_down(host)
                 self.applied(step, view.config)
                 self.stepped_down = host
                 return

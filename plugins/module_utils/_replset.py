@@ -454,41 +454,48 @@ class ReplSet:
             return False
         return int(current.get("version", 0)) >= int(config.get("version", 0)) and same_members(current, config)
 
-    def step_down(self, host: str, seconds: int = 60) -> None:
-        """Ask the member at `host`, and only it, to step down, over a direct connection.
+    def step_down(self, host: str, seconds: int = 60):
+        """Ask the member at `host`, and only it, to step down, over a direct connection. Returns the electionId of
+        the term it was primary in (None if it gave none), to tell the next primary from it.
 
         It is asked first whether it is that member and the primary: through the replica-set client the command
         goes to whoever the driver thinks is primary, which after an election may be an innocent new primary.
         Raises PrimaryChanged (nothing sent) when it is not. Its connections drop when it obeys, so a drop means it did.
         """
+        election = None
         try:
             with self._direct(host, auth=True) as client:
                 hello = client.admin.command("hello")
                 if not (hello.get("isWritablePrimary") and address_key(str(hello.get("me") or "")) == address_key(host)):
                     raise PrimaryChanged(f"{host} is not the primary now (it names {hello.get('primary') or 'none'}); "
                                          "the step-down was not sent", None)
+                election = hello.get("electionId")
                 try:
                     client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=min(10, seconds))
                 except ConnectionFailure:
-                    return
+                    return election
         except ConnectionFailure as exc:
             raise TransientError(f"cannot reach {host} to step it down: {exc}") from exc
         except OperationFailure as exc:
             if _is_state_change(exc):
-                return
+                return election
             # 262 ExceededTimeLimit: no electable secondary caught up in time; the loop retries later.
             raise TransientError(f"replSetStepDown on {host} failed: {exc}", _code(exc)) from exc
+        return election
 
-    def new_primary(self, old: str, hosts: list[str]) -> str | None:
-        """The member that says it is primary, asked directly, once `old` no longer says so; else None.
+    def new_primary(self, old: str, hosts: list[str], election=None) -> str | None:
+        """The member that says it is primary after a step-down of `old`, asked directly; None while there is none.
 
-        Asks every host in parallel: exactly one must answer as the writable primary at its own address, and it
-        must not be `old`. A secondary's view of who is primary can lag an election by a heartbeat; the members'
-        own answers cannot.
+        Asks every host in parallel: exactly one must answer as the writable primary at its own address, elected
+        after the step-down (another electionId than `election`, or when that is unknown, another host than `old`).
+        A secondary's view of who is primary can lag an election by a heartbeat; the members' own answers cannot.
+        The old primary re-elected (its step-down period over, or it never stepped down) counts: it is primary again.
         """
         answers = self.hellos(hosts)
         found = [h for h, a in answers.items() if isinstance(a, dict) and a.get("isWritablePrimary")
                  and address_key(str(a.get("me") or "")) == address_key(h)]
-        if len(found) != 1 or address_key(found[0]) == address_key(old):
+        if len(found) != 1:
             return None
-        return found[0]
+        if election is not None:
+            return found[0] if answers[found[0]].get("electionId") != election else None
+        return None if address_key(found[0]) == address_key(old) else found[0]

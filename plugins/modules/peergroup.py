@@ -26,6 +26,8 @@ description:
   - A member that is healthy now is moved to a new address (its record's C(mongo_address) changed) only when the
     new address answers as that very member. Otherwise the task fails naming the machine and both addresses, and
     nothing is sent; M(stateserver.ha.ensure_availability) repairs such a record from the inventory.
+  - A record whose address answers as a member of another replica set (another name, or the same name but none of
+    this set's members) is never added; the task fails naming the machine and the other set, and nothing is sent.
   - Between steps the module waits for exactly one primary, C(health=1) on every member that was up or was added,
     and the same C(configVersion)/C(configTerm) on every healthy member. Waits start at the set's heartbeat
     interval (C(settings.heartbeatIntervalMillis)), double, and are capped at four heartbeats.

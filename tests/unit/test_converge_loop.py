@@ -107,7 +107,7 @@ class FakeSet:
     def hellos(self, addresses: list) -> dict:
         return {a: f"nothing answers at {a}" for a in addresses}  # new members' mongods not started yet
 
-    def new_primary(self, old: str, hosts: list) -> str | None:
+    def new_primary(self, old: str, hosts: list, election=None) -> str | None:
         host = next(m["host"] for m in self.cfg["members"] if m["_id"] == self.primary)
         return None if host == old else host
 
@@ -234,7 +234,7 @@ def test_timeout_carries_the_partial_result(monkeypatch):
 
 def test_step_down_waits_for_the_new_primary_and_replans_from_its_own_view(monkeypatch):
     rs, clock = FakeSet(config(1, [member(0), member(1), member(2)])), Clock()
-    election = {"polls": 2}
+    polls = {"left": 2}
 
     def plan(view, machines, assume_ready=True):
         primary = next(m["_id"] for m in view.status["members"] if m["state"] == 1)
@@ -243,11 +243,12 @@ def test_step_down_waits_for_the_new_primary_and_replans_from_its_own_view(monke
     def step_down(host):
         rs.stepped_down_hosts.append(host)
         rs.primary = -1  # no primary while the election runs
+        return "term-1"
 
-    def new_primary(old, hosts):
-        assert old == "h0:37017" and "h1:37017" in hosts
-        election["polls"] -= 1
-        if election["polls"]:
+    def new_primary(old, hosts, election):
+        assert old == "h0:37017" and "h1:37017" in hosts and election == "term-1"
+        polls["left"] -= 1
+        if polls["left"]:
             return None
         rs.primary = 1
         return "h1:37017"
