@@ -60,6 +60,24 @@ def test_promoting_a_stopped_non_voter_with_2_of_5_voters_down_is_refused_with_7
 
 
 @pytest.mark.timeout(120)
+def test_quorum_check_waits_for_a_member_that_does_not_answer(mongosim_cluster):
+    # Every member is asked and every answer awaited, each up to heartbeatTimeoutSecs (2 s here): a frozen standby
+    # holds the reconfig that long, though the voters answered at once; the reconfig then succeeds.
+    c = start_set(mongosim_cluster, 4, overrides={3: {"votes": 0, "priority": 0}})
+    p = c.wait_for_primary()
+    c.freeze(c.members[3])
+    try:
+        cfg = next_config(p)
+        cfg["members"][0]["tags"] = {"held": "yes"}
+        started = time.monotonic()
+        run(p, {"replSetReconfig": cfg, "maxTimeMS": 30000})
+        assert time.monotonic() - started >= 1.8
+        assert config(p)["version"] == cfg["version"]
+    finally:
+        c.thaw(c.members[3])
+
+
+@pytest.mark.timeout(120)
 def test_reconfig_while_another_is_installing_answers_109(mongosim_cluster):
     # Frozen secondaries hold the first reconfig in its quorum check for heartbeatTimeoutSecs.
     c = start_set(mongosim_cluster, 3, settings={"electionTimeoutMillis": 15000, "heartbeatTimeoutSecs": 4})

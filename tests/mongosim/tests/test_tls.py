@@ -3,6 +3,8 @@
 connect through pymongo's own TLS; certificates come from a private CA made for each test."""
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +73,23 @@ def test_three_members_elect_and_replicate_over_tls_and_plain_clients_are_refuse
             ping(p.address, tls=True, tlsCAFile=make_ca(tmp_path / "other").path,
                  tlsCertificateKeyFile=files["client"])  # a CA that did not sign the server's certificate
         assert ping(p.address, tls=True, tlsCAFile=files["ca"], tlsCertificateKeyFile=files["client"])["ok"] == 1
+
+
+def test_keyfile_members_authenticate_to_each_other_over_tls(tmp_path):
+    # The roles keep keyFile membership auth and add TLS: the SCRAM exchange between members runs inside TLS.
+    c, _ = tls_cluster(tmp_path, 2)
+    key = tmp_path / "keyfile"
+    key.write_text(base64.b64encode(os.urandom(60)).decode())
+    key.chmod(0o600)
+    c.key_file = str(key)
+    with c:
+        c.start()
+        c.initiate()  # the localhost exception lets the first command in; members log in as __system
+        p = c.wait_for_primary(30)
+        secondary = next(m for m in c.members if m is not p)
+        # hello needs no login: the secondary has joined, which takes heartbeats and an initial sync from the
+        # primary, each behind a keyFile login inside TLS.
+        c.wait_for(lambda: (secondary.hello() or {}).get("secondary"), 30, what="the second member SECONDARY")
 
 
 def test_allow_connections_without_certificates_lets_a_client_in_with_the_ca_only(tmp_path):
