@@ -13,7 +13,7 @@ import time
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _converge
 from ansible_collections.stateserver.ha.plugins.module_utils._model import MachineRecord
-from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet, TransientError
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet, ReplSetError, TransientError
 from cluster import MACHINE_TAG, Cluster
 from pymongo.errors import OperationFailure, PyMongoError
 from test_modules import voters
@@ -393,3 +393,41 @@ def test_a_stopped_standby_is_not_promoted_while_two_of_five_voters_are_down(clu
     outcome = info.value.outcome
     assert watch.sends == [] and outcome.steps == []
     assert all(any(f"voter {name} " in reason for reason in outcome.reasons) for name in down[:2]), outcome.reasons
+
+
+def test_a_records_write_pending_at_a_step_down_189_is_retried_on_the_new_primary(cluster_factory):
+    # 189 PrimarySteppedDown: the records are written with majority write concern; the secondaries fetch nothing,
+    # so the write waits, and the primary steps down meanwhile. mongod labels the error RetryableWriteError and the
+    # driver retries the (idempotent) write once on the new primary: the records read back are the ones written.
+    cluster = cluster_factory(size=3)
+    cluster.initiate(0)
+    with connect(cluster) as rs:
+        converged_to(cluster, rs, [], records(cluster, 3))
+        primary = cluster.names.index(cluster.primary_name())
+        others = [i for i in cluster.running if i != primary]
+        repl_producer(cluster, others, True)
+        outcome = {}
+
+        def write() -> None:
+            try:
+                outcome["written"] = rs.write_records(records(cluster, 3), records(cluster, 3, no_vote=("sm3",)))
+            except ReplSetError as exc:  # reported below, with the test's assertion
+                outcome["error"] = exc
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        time.sleep(1.5)
+        assert writer.is_alive(), outcome  # the write is waiting for its majority
+        try:
+            with cluster.direct(primary) as c:
+                c.admin.command("replSetStepDown", 10, force=True)
+        except PyMongoError:
+            pass  # the connection drops when it steps down
+        repl_producer(cluster, others, False)
+        writer.join(60)
+    assert not writer.is_alive()
+    assert "error" not in outcome, outcome
+    assert outcome["written"] == ["sm3"]
+    stored = {r["_id"]: r["wants_vote"] for r in cluster.read()[2]}
+    assert stored == {"sm1": True, "sm2": True, "sm3": False}
+    assert cluster.primary_name() != cluster.names[primary]
