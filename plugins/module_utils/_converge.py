@@ -535,8 +535,9 @@ class _Loop:
                 self.applied(step, view.config)
                 self.stepped_down = host
                 return
-            _refuse_unsafe(self.rs, view, step.config, "nothing was changed" if not self.outcome.steps else
-                          f"nothing more was sent after {len(self.outcome.steps)} step(s)")
+            done = (f"nothing more was sent after {len(self.outcome.steps)} step(s)" if self.outcome.steps
+                    else "nothing was changed")
+            _refuse_unsafe(self.rs, view, step.config, done)
             errors = validate_reconfig(view.config, step.config)
             if errors:
                 raise PlanError(f"refusing to send the {step.action} step for machine {step.machine}: "

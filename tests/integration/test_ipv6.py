@@ -86,6 +86,12 @@ def test_the_pool_tasks_bracket_ipv6_hosts(tmp_path):
         (e["mongo_address"], e["api_address"]) for e in built["pool"]]
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return s.getsockname()[1]
+
+
 class V6Set:
     """Members of one replica set on ::1, one port each (the cluster helpers give each member its own IPv4 address;
     ::1 is one address). Processes are stopped by PID."""
@@ -93,11 +99,7 @@ class V6Set:
     def __init__(self, workdir: Path, size: int) -> None:
         from mongosim import testing
 
-        self.ports = []
-        for _ in range(size):
-            with socket.socket(socket.AF_INET6) as s:
-                s.bind(("::1", 0))
-                self.ports.append(s.getsockname()[1])
+        self.ports = [free_port() for name in range(size)]
         self.addresses = [f"[::1]:{port}" for port in self.ports]
         self.names = [f"sm{i + 1}" for i in range(size)]
         self.procs = []
