@@ -1,0 +1,127 @@
+"""A re-run of the state_machine role on a machine that matches skips both roles and changes nothing; a machine that
+drifted (a hand-edited config file, a loosened secret file, a stopped service) is repaired, and --check reports the
+repair without making it.
+
+One lab host (systemd, SSH) on the bridge 10.178.11.0/24, which no other test or scenario uses; the simulator as
+mongod, from wheels built into the test's state directory. Needs root, like the lab. Reads each run's results from
+ansible-runner's events, and the host's files and services over SSH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ansible_runner
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LABHOSTS = ROOT / "lab" / "labhosts.py"
+PREFIX, SUBNET, HOST = "sslr", "10.178.11", "10.178.11.11"
+CONFIG, TOKEN = "/etc/mongod.conf", "/etc/stateserver-api/token"
+PLAY = """\
+- name: Make the host a state machine
+  hosts: state_machines
+  gather_facts: false
+  tasks:
+    - name: Apply the state machine role
+      ansible.builtin.include_role:
+        name: stateserver.ha.state_machine
+"""
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, mounts, bridges)")
+
+
+def labhosts(state: Path, *args: str) -> None:
+    subprocess.run([sys.executable, str(LABHOSTS), *args, "--state", str(state)], check=True, timeout=900)
+
+
+def ssh(state: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-i", str(state / "id_ed25519"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{HOST}", command],
+        text=True, capture_output=True, timeout=60, check=False)
+
+
+def host_file(state: Path, path: str) -> tuple[str, str]:
+    """(mode, SHA-256 of the content) of a file on the host."""
+    out = ssh(state, f"stat -c %a {path} && sha256sum {path}")
+    assert out.returncode == 0, out.stderr
+    mode, digest = out.stdout.split()[:2]
+    return mode, digest
+
+
+def service_state(state: Path, name: str) -> str:
+    return ssh(state, f"systemctl is-active {name}").stdout.strip()
+
+
+def run(state: Path, *args: str) -> dict:
+    """ansible-playbook through ansible-runner; {'changed': tasks changed, 'tasks': {task name: [events]}}."""
+    play = state / "play.yml"
+    play.write_text(PLAY)
+    (state / "runner").mkdir(exist_ok=True)
+    runner = ansible_runner.run(
+        private_data_dir=str(state / "runner"), playbook=str(play), inventory=str(state / "inventory.yml"),
+        cmdline=" ".join(args), quiet=True, rotate_artifacts=1,
+        envvars={"PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                 "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "build" / "collections"),
+                 "ANSIBLE_HOME": str(ROOT / "build" / "ansible-home"), "ANSIBLE_PIPELINING": "True",
+                 "ANSIBLE_HOST_KEY_CHECKING": "False"})
+    assert runner.rc == 0, runner.stdout.read()[-4000:]
+    tasks: dict[str, list[dict]] = {}
+    for event in runner.events:
+        if event["event"] in ("runner_on_ok", "runner_on_skipped", "runner_on_failed"):
+            tasks.setdefault(event["event_data"]["task"], []).append(event)
+    return {"changed": sum(runner.stats["changed"].values()), "tasks": tasks}
+
+
+def applied_in_full(result: dict) -> bool:
+    return any(e["event"] != "runner_on_skipped" for e in result["tasks"]["Apply the roles in full"])
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory):
+    """One host, bootstrapped as a one-member set with its API server, then re-run once so its record is written."""
+    state = tmp_path_factory.mktemp("rerun") / "state"
+    labhosts(state, "up", f"--prefix={PREFIX}", f"--subnet={SUBNET}", "--count=1", "--name=r", "--wheels")
+    try:
+        run(state, "-e", "mongod_bootstrap=true")
+        yield state
+    finally:
+        labhosts(state, "down")
+
+
+def test_a_matching_machine_is_left_alone_in_one_comparison(machine: Path) -> None:
+    run(machine)  # the bootstrap run applied the roles in full; this one matches or finishes the job
+    result = run(machine)
+    assert result["changed"] == 0
+    assert not applied_in_full(result)
+    assert service_state(machine, "mongod") == "active"
+    assert service_state(machine, "stateserver-api") == "active"
+
+
+def test_a_drifted_machine_is_repaired_and_check_mode_only_reports_it(machine: Path) -> None:
+    want_config, want_token = host_file(machine, CONFIG), host_file(machine, TOKEN)
+    assert want_token[0] == "400"
+    edit = ssh(machine, f"echo '# edited by hand' >> {CONFIG} && chmod 0644 {TOKEN} && systemctl stop stateserver-api")
+    assert edit.returncode == 0, edit.stderr
+
+    checked = run(machine, "--check", "--diff")
+    assert checked["changed"] > 0
+    assert applied_in_full(checked)
+    assert host_file(machine, CONFIG) != want_config  # check mode changed nothing
+    assert host_file(machine, TOKEN)[0] == "644"
+    assert service_state(machine, "stateserver-api") == "inactive"
+
+    repaired = run(machine)
+    assert repaired["changed"] > 0
+    assert host_file(machine, CONFIG) == want_config
+    assert host_file(machine, TOKEN) == want_token
+    assert service_state(machine, "stateserver-api") == "active"
+    assert service_state(machine, "mongod") == "active"
+
+    again = run(machine)
+    assert again["changed"] == 0
+    assert not applied_in_full(again)
