@@ -63,9 +63,17 @@ class CallbackModule(CallbackBase):
         if self._current is not None:
             self._current[2].add(result._host.get_name())
 
-    v2_runner_on_ok = v2_runner_on_failed = v2_runner_on_skipped = v2_runner_on_unreachable = (
-        lambda self, result, *args, **kwargs: self._host(result)
-    )
+    def v2_runner_on_ok(self, result) -> None:
+        self._host(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False) -> None:
+        self._host(result)
+
+    def v2_runner_on_skipped(self, result) -> None:
+        self._host(result)
+
+    def v2_runner_on_unreachable(self, result) -> None:
+        self._host(result)
 
     def v2_playbook_on_stats(self, stats) -> None:
         self._close()
