@@ -296,9 +296,19 @@ class Crud:
 
     async def _store_for_read(self, body: dict) -> Store:
         rc = body.get("readConcern") or {}
+        if rc.get("level") == "snapshot":
+            return (await self._snapshot(body))[0]
         if rc.get("level") == "majority" and self.node.opts.repl_set:
             return await self.node.read_majority_store()
         return self.node.store
+
+    async def _snapshot(self, body: dict) -> tuple[Store, Any]:
+        """readConcern snapshot outside a transaction (mongod 5.0+): find, aggregate and distinct on a replica set."""
+        if not self.node.opts.repl_set:
+            raise CommandError("IllegalOperation", "Cannot use non-local read concern until replica set is "
+                               "finished initializing.")
+        rc = body["readConcern"]
+        return await self.node.read_snapshot_store(rc.get("atClusterTime"), body.get("maxTimeMS"))
 
     def _cursor_reply(self, ns: str, docs: list[dict], batch_size: int | None, first: bool = True,
                       single: bool = False) -> dict:
@@ -317,7 +327,11 @@ class Crud:
         coll_name = body["find"]
         ns = _ns(db, coll_name)
         self.server.require_readable(body)
-        store = await self._store_for_read(body)
+        at = None
+        if (body.get("readConcern") or {}).get("level") == "snapshot":
+            store, at = await self._snapshot(body)
+        else:
+            store = await self._store_for_read(body)
         coll = store.coll(db, coll_name)
         docs = [copy.deepcopy(d) for d in coll.find(body.get("filter"))] if coll is not None else []
         docs = sort_docs(docs, body.get("sort"))
@@ -327,7 +341,11 @@ class Crud:
         if limit:
             docs = docs[:abs(limit)]
         docs = [project(d, body.get("projection")) for d in docs]
-        return self._cursor_reply(ns, docs, body.get("batchSize"), single=bool(body.get("singleBatch")))
+        reply = self._cursor_reply(ns, docs, body.get("batchSize"), single=bool(body.get("singleBatch")))
+        if at is not None:
+            # mongod names the snapshot's time so a driver's snapshot session reads every later batch there.
+            reply["cursor"]["atClusterTime"] = at
+        return reply
 
     async def get_more(self, conn: Connection, db: str, body: dict) -> dict:
         cid = int(body["getMore"])

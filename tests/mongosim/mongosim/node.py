@@ -1160,6 +1160,25 @@ class Node:
             snap.apply(e)
         return snap
 
+    async def read_snapshot_store(self, at: Timestamp | None, max_time_ms: int | None) -> tuple[Store, Timestamp]:
+        """readConcern snapshot: the data as of `at` (default: the majority commit point), and that timestamp.
+
+        Like mongod, a timestamp beyond the majority commit point waits for the commit point to reach it (bounded
+        by maxTimeMS). The simulator keeps its whole oplog, so it has no snapshot history window (no SnapshotTooOld).
+        """
+        if at is None:
+            at = Timestamp(self.commit_point[1], self.commit_point[2])
+        elif not await self.wait_for(lambda: (self.commit_point[1], self.commit_point[2]) >= (at.time, at.inc),
+                                     (max_time_ms or 60000) / 1000):
+            raise CommandError("MaxTimeMSExpired", f"operation exceeded time limit waiting for the majority "
+                               f"snapshot to reach {at}")
+        snap = Store()
+        for e in self.oplog:
+            if (e["ts"].time, e["ts"].inc) > (at.time, at.inc):
+                break
+            snap.apply(e)
+        return snap, at
+
 
 def _local_ips() -> set[str]:
     try:
