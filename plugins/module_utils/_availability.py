@@ -248,8 +248,8 @@ def plan_availability(n, records: list[MachineRecord], pool: list[PoolHost], vie
             f"a majority of the voting state machines is unreachable (down: {names}; {len(voters)} voters, "
             f"{len(voters) // 2 + 1} needed) and the replica set has no primary, so no safe change is possible and "
             "nothing was changed. Bring enough of the down machines back to restore a majority and run again; if they "
-            "are lost for good, follow 'Recovering from majority loss' in the README (a forced reconfig to the "
-            "survivors, which can lose writes)."))
+            "are lost for good, run playbooks/recover-majority-loss.yml -e confirm=<replica set name> (a forced "
+            "reconfig to the survivors, which can lose writes)."))
 
     retire = list(dict.fromkeys(retire or ()))
     retiring, removed, retired, refusal = _retirement(retire, replace_with, known, pool, voters, statuses, member_of)

@@ -107,6 +107,7 @@ def test_retiring_the_down_voter_itself_is_allowed():
 def test_retiring_while_a_majority_is_down_is_refused():
     plan = plan_availability(3, RECORDS3, POOL, three({0: DOWN, 1: 2, 2: DOWN}, {0: 300, 2: 300}), retire=["a"])
     assert plan.error and "majority" in plan.error and not plan.changed
+    assert "recover-majority-loss.yml -e confirm=" in plan.error
 
 
 def test_retiring_before_any_set_exists_is_refused():
