@@ -87,3 +87,50 @@ def test_two_of_three_lost_recovered_to_three_from_spares(tmp_path, cluster_fact
     assert writer.missing() == []
     with Writer(cluster) as after:
         cluster.wait_for(lambda: len(after.acked) >= 5, 30, "writes acknowledged after the recovery")
+
+
+def test_three_of_five_lost_the_most_advanced_survivor_is_elected(tmp_path, cluster_factory):
+    """Two survivors, one of them behind (it stopped fetching the oplog): the one with every write becomes the
+    only voter and is elected, so the lagging one catches up from it instead of rolling its writes back."""
+    cluster = cluster_factory(size=6, start=6)
+    cluster.initiate(0)
+    run = run_tasks(tmp_path / "grow", [ea(cluster, 5, 5), pg(cluster, timeout=180)])
+    assert all(r.get("failed") is not True for r in run.results), run.results
+    assert_converged(cluster, cluster.names[:5])
+    primary = cluster.primary_name()
+    ahead, behind = [n for n in cluster.names[:5] if n != primary][:2]
+    a, b = cluster.names.index(ahead), cluster.names.index(behind)
+    with cluster.direct(b) as c:
+        c.admin.command("configureFailPoint", "stopReplProducer", mode="alwaysOn")
+    with Writer(cluster) as writer:
+        cluster.wait_for(lambda: len(writer.acked) >= 20, 30, "acknowledged writes")
+    acked = list(writer.acked)
+    cluster.wait_for(lambda: count_on(cluster, a) >= len(acked), 30, f"every write on {ahead}")
+    assert count_on(cluster, b) < len(acked)
+    lost = [n for n in cluster.names[:5] if n not in (ahead, behind)]
+    for name in lost:
+        cluster.kill(cluster.names.index(name))
+    cluster.wait_for(lambda: all(cluster.member_down_for(v, via=a) > 1 for v in lost), 60, "the loss seen")
+    with cluster.direct(b) as c:
+        c.admin.command("configureFailPoint", "stopReplProducer", mode="off")
+
+    pool = [{"name": n, "address": cluster.hosts[i], "reachable": n not in lost} for i, n in enumerate(cluster.names)]
+    seeds = {"seeds": cluster.addresses[:5], "server_selection_timeout": 5}
+    run = run_tasks(tmp_path / "recover", [
+        {RM: {"confirm": "stateserver", **seeds}},
+        {"stateserver.ha.ensure_availability": {"n": 3, "pool": pool, **seeds}},
+        {"stateserver.ha.peergroup": {"timeout": 180, **seeds}},
+    ])
+    done, plan, converge = run.results
+    assert done.get("failed") is not True, done
+    assert done["most_advanced"] == ahead and sorted(done["survivors"]) == sorted([ahead, behind])
+    assert done["primary"] == cluster.addresses[a]
+    assert [(m["tags"][MACHINE_TAG], m["votes"]) for m in done["config"]["members"]] == sorted(
+        [(ahead, 1), (behind, 0)], key=lambda x: cluster.names.index(x[0]))
+    assert plan.get("failed") is not True and plan["added"] == ["sm6"], plan
+    assert converge.get("failed") is not True and converge["converged"] is True, converge
+    config, _status, records = cluster.read()
+    assert voters(config) == {ahead, behind, "sm6"}
+    assert sorted(r["_id"] for r in records) == sorted([ahead, behind, "sm6"])
+    assert writer.missing() == []
+    cluster.wait_for(lambda: count_on(cluster, b) >= len(acked), 30, f"{behind} caught up")
