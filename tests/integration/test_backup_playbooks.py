@@ -1,0 +1,86 @@
+"""backup.yml and restore.yml run by ansible-playbook with an inventory of loopback state machines.
+
+Data written to one set is backed up (retention applied), the set is destroyed, a new one deployed and restored by
+the playbooks; the documents read back equal the originals. What the plays registered comes from the recording
+callback of test_retire_playbooks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from playbook import REPO, ansible_env
+from test_backup import MAJORITY, backups, dump, three_members, write_state
+from test_retire_playbooks import PASSWORD, RECORDER, inventory
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def play(workdir: Path, cluster, playbook: str, *extra: str) -> tuple[int, dict]:
+    """(rc, {task name: localhost's result}) of one ansible-playbook run."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    plugins = workdir / "callbacks"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "record.py").write_text(RECORDER)
+    results = workdir / "results.jsonl"
+    env = ansible_env(workdir / "ansible-home")
+    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                           str(inventory(cluster, workdir)), str(REPO / "playbooks" / playbook), *extra],
+                          check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(workdir))
+    assert results.exists(), proc.stdout + proc.stderr
+    tasks = {}
+    for line in results.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["host"] == "localhost":
+            tasks[entry["task"]] = entry["result"]
+    return proc.returncode, tasks
+
+
+def with_admin(cluster):
+    """The admin user the inventory's mongod_admin_password logs in as (the mongod role creates it)."""
+    with cluster.client() as c:
+        c.admin.command("createUser", "admin", pwd=PASSWORD, roles=["root"], writeConcern={"w": "majority"})
+    return cluster
+
+
+BACKUP_TASK = "Copy the state database as of one majority-committed point in time"
+RESTORE_TASK = "Verify the backup and restore it with majority write concern"
+
+
+def test_backup_and_restore_playbooks_round_trip_with_retention(tmp_path, cluster_factory):
+    old = with_admin(three_members(cluster_factory))
+    write_state(old)
+    units, kv = dump(old, "units"), dump(old, "kv")
+    dest = tmp_path / "backups"
+
+    rc, tasks = play(tmp_path / "check", old, "backup.yml", "-e", f"backup_dir={dest}", "--check")
+    assert rc == 0 and tasks[BACKUP_TASK]["changed"], tasks
+    assert backups(dest) == []
+
+    for i in range(3):
+        rc, tasks = play(tmp_path / f"backup{i}", old, "backup.yml", "-e", f"backup_dir={dest}", "-e", "backup_retain=2")
+        assert rc == 0, tasks
+    kept = backups(dest)
+    assert len(kept) == 2 and str(kept[-1]) == tasks[BACKUP_TASK]["path"]
+    assert len(tasks[BACKUP_TASK]["removed"]) == 1
+    old.stop()
+
+    new = with_admin(three_members(cluster_factory))
+    rc, tasks = play(tmp_path / "no-backup", new, "restore.yml")
+    assert rc != 0 and "-e backup=DIR" in tasks["Check that a backup directory was given"]["msg"]
+
+    rc, tasks = play(tmp_path / "restore", new, "restore.yml", "-e", f"backup={kept[-1]}")
+    assert rc == 0, tasks
+    assert tasks[RESTORE_TASK]["collections"] == {"kv": 2, "units": 250}
+    assert dump(new, "units") == units and dump(new, "kv") == kv
+
+    with new.client() as c:
+        c.get_database("stateserver", write_concern=MAJORITY).kv.insert_one({"_id": "later", "value": 1})
+    rc, tasks = play(tmp_path / "refused", new, "restore.yml", "-e", f"backup={kept[-1]}")
+    assert rc != 0 and "already holds data" in tasks[RESTORE_TASK]["msg"]
+    assert len(dump(new, "kv")) == 3
