@@ -20,8 +20,9 @@ from . import peers, values
 from .backend import Backend
 from .errors import Conflict, NoPrimary, NotFound, Unreadable
 from .limits import MAX_BODY_BYTES, BodyLimit
-from .metrics import RequestMetrics, SetCollector, route_of
+from .metrics import CertificateCollector, RequestMetrics, SetCollector, route_of
 from .status import build_ha_status, recorded_api_addresses
+from .tls import ServedCertificate
 
 log = logging.getLogger("stateserver_api")
 
@@ -81,6 +82,18 @@ class Ready(BaseModel):
     replica_set: str | None
 
 
+class Certificate(BaseModel):
+    not_after: str = Field(description="When the served certificate expires (ISO 8601, UTC).")
+    subject: str
+    days_left: float = Field(description="Days until not_after; negative once it has expired.")
+
+
+class Live(BaseModel):
+    status: str
+    certificate: Certificate | None = Field(
+        None, description="The certificate this server presents to new connections; absent when serving plain HTTP.")
+
+
 class Addresses(BaseModel):
     addresses: list[str]
 
@@ -102,11 +115,13 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(backend: Backend, token: str, expose_docs: bool = True, scrape_token: str | None = None,
-               probe: Callable[[list[str]], dict[str, bool]] = peers.probe) -> FastAPI:
+               probe: Callable[[list[str]], dict[str, bool]] = peers.probe,
+               certificate: ServedCertificate | None = None) -> FastAPI:
     """Build the app around a backend and the deployment's bearer token.
 
     scrape_token, when given, opens /metrics only (for Prometheus, whose configuration then never holds the token
-    that writes). probe tells which API addresses answer (peers.probe; tests substitute their own).
+    that writes). probe tells which API addresses answer (peers.probe; tests substitute their own). certificate is
+    the one served over HTTPS (None: plain HTTP); /v1/live and /metrics report its expiry.
     """
     if not token:
         raise ValueError("the bearer token must not be empty")
@@ -116,6 +131,8 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True, scrape_to
     scrape = scrape_token.encode() if scrape_token else None
     registry = CollectorRegistry()
     registry.register(SetCollector(backend.read_set, probe))
+    if certificate is not None:
+        registry.register(CertificateCollector(certificate))
     request_metrics = RequestMetrics(registry)
     app = FastAPI(
         title="stateserver API",
@@ -189,9 +206,13 @@ def create_app(backend: Backend, token: str, expose_docs: bool = True, scrape_to
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
-    @app.get("/v1/live", tags=["health"], summary="Liveness: the process answers (no authentication)")
-    def live() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/v1/live", tags=["health"], response_model=Live, response_model_exclude_none=True,
+             summary="Liveness: the process answers (no authentication), with the served certificate's expiry")
+    def live() -> dict[str, Any]:
+        # The certificate is no secret: every TLS client receives it in the handshake.
+        if certificate is None:
+            return {"status": "ok"}
+        return {"status": "ok", "certificate": certificate.info.report()}
 
     @app.get("/v1/ready", tags=["health"], response_model=Ready, responses=ERRORS,
              summary="Readiness: a writable primary is reachable")

@@ -97,8 +97,10 @@ class MongoBackend:
         server_selection_timeout_ms: int = 3000,
         connect_timeout_ms: int = 2000,
         wtimeout_ms: int = 5000,
+        tls_options: dict[str, Any] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {}
+        # tls_options: pymongo's own (tls, tlsCAFile, tlsCertificateKeyFile), passed through unchanged.
+        kwargs: dict[str, Any] = dict(tls_options or {})
         if username:
             kwargs.update(username=username, password=password or "", authSource="admin")
         self.client: MongoClient = MongoClient(

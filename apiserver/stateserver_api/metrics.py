@@ -22,6 +22,7 @@ from .collection._records import parse_record_docs
 from .collection._status import member_states, status_rows
 from .errors import NoPrimary
 from .status import SetReading, recorded_api_addresses
+from .tls import ServedCertificate
 
 MEMBER_LABELS = ("machine", "host", "member_id")
 # Request latencies: a status read or a majority write takes milliseconds; a lost primary costs seconds.
@@ -147,6 +148,19 @@ class SetCollector(Collector):
         except NoPrimary:
             return set_families(None, {})
         return set_families(reading, self.probe(recorded_api_addresses(reading)))
+
+
+class CertificateCollector(Collector):
+    """When the certificate served to new connections expires (it changes on a reload)."""
+
+    def __init__(self, certificate: ServedCertificate) -> None:
+        self.certificate = certificate
+
+    def collect(self) -> Iterable[Metric]:
+        expiry = _gauge("stateserver_api_certificate_expiry_timestamp_seconds",
+                        "notAfter of the TLS certificate this API server presents, in seconds since the epoch")
+        expiry.add_metric([], self.certificate.info.not_after.timestamp())
+        return [expiry]
 
 
 class RequestMetrics:

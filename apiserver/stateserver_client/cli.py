@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import ssl
 import sys
 from typing import Any
 
@@ -17,6 +18,8 @@ DEFAULT_CONFIG = "/etc/stateserver-client/config.json"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stateserver-client", description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"client config (default {DEFAULT_CONFIG})")
+    parser.add_argument("--ca-file", help="the deployment CA that signed the API servers' certificates (overrides "
+                        "ca_file in the config)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ready", help="check that an API server can reach a writable primary")
     sub.add_parser("status", help="HA status: every state machine, its vote and member state")
@@ -59,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     # The client's warnings (an address cache it cannot write) go to stderr as one plain line each.
     logging.basicConfig(format="stateserver-client: %(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
-        config = ClientConfig.load(args.config)
+        config = ClientConfig.load(args.config, ca_file=args.ca_file)
         client = StateClient.from_config(config)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
         print(f"stateserver-client: cannot load {args.config}: {exc}", file=sys.stderr)
         return 2
     with client:

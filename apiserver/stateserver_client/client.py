@@ -5,6 +5,8 @@
 - The other addresses are dialled in parallel with a 50 ms stagger, so a dead address costs no full timeout.
 - The address list is refreshed from the API's published addresses (the state-machine records).
 - A write carries a request id that stays the same across retries, so the server applies it once.
+- HTTPS verifying the deployment CA (ca_file): a server whose certificate that CA did not sign, or whose names do not
+  include the address dialled, loses the race like a server that is down, and the refusal is logged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import os
 import random
 import re
+import ssl
 import tempfile
 import time
 import uuid
@@ -78,9 +81,28 @@ class ClientConfig:
     stagger: float = DIAL_STAGGER
     request_timeout: float = 15.0
     retry_for: float = 60.0
+    # The deployment CA that signed the API servers' certificates; required unless insecure_http opts out of TLS.
+    ca_file: str | None = None
+    # This unit's certificate and key, for API servers that require client certificates.
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_http: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value):
+                problems.append(f"{name} must be a file path or null")
+        if not isinstance(self.insecure_http, bool):
+            problems.append("insecure_http must be true or false")
+        elif self.insecure_http and (self.ca_file or self.cert_file or self.key_file):
+            problems.append("insecure_http is true but ca_file, cert_file or key_file is set; drop one or the other")
+        elif not self.insecure_http and not self.ca_file:
+            problems.append("ca_file must name the deployment CA's certificate (the API servers speak HTTPS); "
+                            "plain HTTP only with insecure_http: true")
+        if bool(self.cert_file) != bool(self.key_file):
+            problems.append("cert_file and key_file go together")
         if not (isinstance(self.addresses, list) and self.addresses and all(is_address(a) for a in self.addresses)):
             problems.append("addresses must be a non-empty list of host:port strings (port 1-65535, IPv6 in [])")
         if not (isinstance(self.token_file, str) and self.token_file):
@@ -98,7 +120,8 @@ class ClientConfig:
             raise ValueError("; ".join(problems))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ClientConfig:
+    def load(cls, path: str | os.PathLike[str], ca_file: str | None = None) -> ClientConfig:
+        """The settings in `path`; ca_file (the command line's --ca-file) replaces the file's."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise TypeError(f"{path} must hold a JSON object of settings, not {type(data).__name__}")
@@ -109,10 +132,21 @@ class ClientConfig:
         missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name in ("addresses", "token_file"))
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)}")
+        if ca_file:
+            data["ca_file"] = ca_file
         try:
             return cls(**data)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context that trusts only the deployment CA (None with insecure_http)."""
+        if self.insecure_http:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
     def read_token(self) -> str:
         token = Path(self.token_file).read_text(encoding="utf-8").strip()
@@ -180,7 +214,8 @@ class StateClient:
     def __init__(self, addresses: list[str], token: str, cache_file: str | os.PathLike[str] | None = None,
                  rng: random.Random | None = None, stagger: float = DIAL_STAGGER, request_timeout: float = 15.0,
                  retry_for: float = 60.0, transport: httpx.BaseTransport | None = None,
-                 auto_refresh: bool = True) -> None:
+                 auto_refresh: bool = True, tls: ssl.SSLContext | None = None) -> None:
+        """tls: the context that verifies the API servers (ClientConfig.tls_context); None speaks plain HTTP."""
         if not TOKEN_PATTERN.fullmatch(token):
             raise ValueError("the token must be printable ASCII without spaces (check the token file)")
         self.configured = dedupe(addresses)
@@ -191,16 +226,18 @@ class StateClient:
         self.current: str | None = None
         self.auto_refresh = auto_refresh
         self.refused_token = False  # set when a server answered 401: retrying elsewhere will not help
+        self.scheme = "https" if tls else "http"
         self.http = httpx.Client(
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(request_timeout, connect=min(3.0, request_timeout)),
             transport=transport,
+            verify=tls or True,
         )
 
     @classmethod
     def from_config(cls, config: ClientConfig, rng: random.Random | None = None) -> StateClient:
         return cls(config.addresses, config.read_token(), config.cache_file, rng=rng, stagger=config.stagger,
-                   request_timeout=config.request_timeout, retry_for=config.retry_for)
+                   request_timeout=config.request_timeout, retry_for=config.retry_for, tls=config.tls_context())
 
     def close(self) -> None:
         self.http.close()
@@ -221,7 +258,18 @@ class StateClient:
     def _probe(self, address: str, need_primary: bool = True) -> str:
         # Ready (authenticated) rather than live: the winner must be able to reach a writable primary. Status
         # reads settle for a server that answers at all (503 = up, but no primary), since that is when they matter.
-        response = self.http.get(f"http://{address}/v1/ready")
+        try:
+            response = self.http.get(f"{self.scheme}://{address}/v1/ready")
+        except httpx.ConnectError as exc:
+            refusal = _certificate_refusal(exc)
+            if refusal is None:
+                raise
+            # Counted as down (the next address wins and becomes the remembered one), but said out loud: it is a
+            # botched renewal, a wrong CA file, or someone else answering on that address.
+            message = (f"{address} presented a certificate that is not accepted: {refusal}; check that the CA file "
+                       "is the deployment's CA and that this address is among the certificate's names")
+            log.warning("%s", message)
+            raise Unavailable(message) from exc
         if response.status_code == 401:
             self.refused_token = True
         if response.status_code != 200 and (need_primary or response.status_code != 503):
@@ -245,7 +293,7 @@ class StateClient:
         # Best effort, like Juju's login: the server we just reached tells us the current list. A failure here
         # only means the list is refreshed on a later connection.
         try:
-            response = self.http.get(f"http://{address}/v1/api-addresses")
+            response = self.http.get(f"{self.scheme}://{address}/v1/api-addresses")
             published = response.json().get("addresses") if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             return
@@ -271,7 +319,8 @@ class StateClient:
         while True:
             try:
                 address = self.current or self.connect(need_primary)
-                response = self.http.request(method, f"http://{address}{path}", content=content, headers=headers)
+                response = self.http.request(method, f"{self.scheme}://{address}{path}", content=content,
+                                             headers=headers)
                 if response.status_code < 500:
                     return _result(response)
                 last_error = f"HTTP {response.status_code}: {_detail(response)}"
@@ -319,6 +368,16 @@ def _segment(name: object, what: str) -> str:
         raise BadName(f"{what} {name!r:.60} is not valid: use 1 to 200 letters, digits, '.', '_', ':' or '-', "
                       "starting with a letter or digit")
     return quote(name, safe="")
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why the server's certificate failed verification, when that is what ended the connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:

@@ -2,6 +2,9 @@
 mongosim.testing (the simulator, or a real mongod when $MONGOD_BIN is set) plus an API server, both on the same
 127.30.X.N address, like one real machine. mongosim.testing locks a free /24 of 127.30.0.0/16 per cluster, so
 concurrent runs never collide. Processes are started and killed by PID only.
+
+Everything is encrypted as deployed: a throwaway CA per cluster, members in requireTLS, and each API server serving
+HTTPS with a certificate for its machine's address while talking TLS to the members.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from mongosim.certs import make_ca
 from mongosim.testing import Cluster, Member, server_binary
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -59,6 +64,8 @@ class Machine:
     host: str
     member: Member | None = None
     api: subprocess.Popen | None = None
+    # What verifies its API server's certificate (set when the server starts).
+    tls: ssl.SSLContext | None = None
 
     @property
     def mongo_address(self) -> str:
@@ -67,6 +74,10 @@ class Machine:
     @property
     def api_address(self) -> str:
         return f"{self.host}:{API_PORT}"
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET over HTTPS from the machine's API server, verifying the deployment CA."""
+        return httpx.get(f"https://{self.api_address}{path}", verify=self.tls or True, trust_env=False, **kwargs)
 
 
 class StateMachines:
@@ -96,9 +107,16 @@ class StateMachines:
             self.password_file.chmod(0o400)
             keyfile.write_text("c2ltdWxhdGVkLWtleWZpbGUtZm9yLXRoZS1hcGktdGVzdHMtMDEyMzQ1Njc4OQ==\n")
             keyfile.chmod(0o400)
+        self.ca = make_ca(workdir / "tls", "stateserver test CA")
+        self.tls = ssl.create_default_context(cafile=self.ca.path)
         # Short elections keep the tests quick; the client and server do not depend on these values.
         self.cluster = Cluster(count, block=BLOCK, workdir=workdir / "members", election_timeout_ms=1000,
-                               heartbeat_interval_ms=200, key_file=str(keyfile) if auth else None, auth=auth)
+                               heartbeat_interval_ms=200, key_file=str(keyfile) if auth else None, auth=auth,
+                               client_options={"tls": True, "tlsCAFile": self.ca.path})
+        # One certificate names every address of the cluster's block a member may take (spares included).
+        members_pem = self.ca.issue("members", [f"{self.cluster.prefix}.{i}" for i in range(1, 255)])
+        self.cluster.extra_args += ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", members_pem,
+                                    "--tlsCAFile", self.ca.path, "--tlsAllowConnectionsWithoutCertificates"]
         self.binary = server_binary()
         self.machines = [Machine(f"m{m.index + 1}", m.ip, m) for m in self.cluster.members]
         self.apis: list[subprocess.Popen] = []
@@ -116,6 +134,10 @@ class StateMachines:
 
     def start_api(self, machine: Machine, seeds: list[str] | None = None, password_file: Path | None = None) -> None:
         seeds = seeds or [machine.mongo_address]
+        pem = self.ca.issue(f"api-{machine.name}", [machine.host])
+        machine.tls = self.tls
+        tls = ["--tls-cert-file", pem, "--tls-key-file", pem, "--tls-ca-file", self.ca.path,
+               "--mongo-tls-ca-file", self.ca.path]
         login = ["--mongo-user", self.admin_user, "--mongo-password-file", str(password_file or self.password_file)]
         scrape = ["--metrics-token-file", str(self.metrics_token_file)] if self.metrics_token else []
         with (self.workdir / f"{machine.name}-api.log").open("ab") as log:
@@ -123,7 +145,7 @@ class StateMachines:
                 [str(VENV_BIN / "stateserver-api"), "--host", machine.host, "--port", str(API_PORT),
                  "--mongo-seeds", ",".join(seeds), "--token-file", str(self.token_file),
                  "--server-selection-timeout-ms", "2000", "--wtimeout-ms", "3000", *(login if self.auth else []),
-                 *scrape],
+                 *scrape, *tls],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.apis.append(machine.api)
         proc = machine.api
@@ -131,7 +153,7 @@ class StateMachines:
         def live() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"the API server of {machine.name} exited with {proc.returncode}")
-            return httpx.get(f"http://{machine.api_address}/v1/live", timeout=1).status_code == 200
+            return machine.get("/v1/live", timeout=1).status_code == 200
 
         wait_for(live, 30, f"{machine.name}'s API server to answer")
 
@@ -181,7 +203,7 @@ class StateMachines:
     def mongo(self) -> MongoClient:
         login = {"username": self.admin_user, "password": self.admin_password} if self.auth else {}
         return MongoClient([m.mongo_address for m in self.machines], replicaSet=SET_NAME,
-                           serverSelectionTimeoutMS=15000, w="majority", **login)
+                           serverSelectionTimeoutMS=15000, w="majority", tls=True, tlsCAFile=self.ca.path, **login)
 
     def write_record(self, machine: Machine) -> None:
         """What ensure_availability does for a machine it maintains or adds."""
@@ -207,4 +229,4 @@ class StateMachines:
 
     def client(self, cache_file: Path | None = None, seed: int | None = None, **kwargs: Any) -> StateClient:
         return StateClient([m.api_address for m in self.machines], self.token, cache_file,
-                           rng=random.Random(seed), **kwargs)
+                           rng=random.Random(seed), tls=self.tls, **kwargs)

@@ -6,16 +6,19 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from fakes import MemoryBackend
 from fastapi.testclient import TestClient
+from mongosim.certs import make_ca
 from scrape import parse
 from stateserver_api.app import create_app
 from stateserver_api.metrics import set_families
 from stateserver_api.status import SetReading
+from stateserver_api.tls import ServedCertificate
 from test_metrics import CONFIG, NOW, RECORDS, healthy_status
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "files" / "prometheus"
@@ -37,7 +40,10 @@ def served() -> dict[str, set[str]]:
         for sample in family.samples:
             names.setdefault(sample.name, set()).update(sample.labels)
     token = "t0123456789abcdef"
-    client = TestClient(create_app(MemoryBackend(), token, probe=dict.fromkeys))
+    with tempfile.TemporaryDirectory() as directory:
+        pem = make_ca(directory).issue("api", ["127.0.0.1"])
+        certificate = ServedCertificate(pem, pem)
+    client = TestClient(create_app(MemoryBackend(), token, probe=dict.fromkeys, certificate=certificate))
     client.get("/v1/ready", headers={"Authorization": f"Bearer {token}"})
     for name, samples in parse(client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text).items():
         for labels, _ in samples:

@@ -202,7 +202,8 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "token").write_text("tok\n")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"addresses": ["127.30.2.250:1"], "token_file": str(tmp_path / "token"),
-                                  "cache_file": str(tmp_path / "cache.json"), "retry_for": 0.3}))
+                                  "cache_file": str(tmp_path / "cache.json"), "retry_for": 0.3,
+                                  "insecure_http": True}))
     assert cli_main(["--config", str(config), "ready"]) == 3  # nothing listens there
     assert cli_main(["--config", str(tmp_path / "missing.json"), "ready"]) == 2
     assert ClientConfig.load(config).addresses == ["127.30.2.250:1"]
@@ -227,7 +228,7 @@ def test_a_cache_path_that_is_a_directory_is_a_config_error(tmp_path: Path,
     (tmp_path / "token").write_text("tok\n")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"addresses": [A], "token_file": str(tmp_path / "token"),
-                                  "cache_file": str(tmp_path)}))
+                                  "cache_file": str(tmp_path), "insecure_http": True}))
     assert cli_main(["--config", str(config), "ready"]) == 2
     err = capsys.readouterr().err
     assert "is a directory" in err and "Traceback" not in err
@@ -308,7 +309,8 @@ def write_config(tmp_path: Path, **settings: object) -> Path:
     (tmp_path / "token").write_text("tok\n")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"addresses": ["127.30.2.250:1"], "token_file": str(tmp_path / "token"),
-                                  "cache_file": str(tmp_path / "cache.json"), "retry_for": 0.3, **settings}))
+                                  "cache_file": str(tmp_path / "cache.json"), "retry_for": 0.3, "insecure_http": True,
+                                  **settings}))
     return config
 
 
@@ -317,6 +319,8 @@ def write_config(tmp_path: Path, **settings: object) -> Path:
     ({"request_timeout": 0}, "request_timeout"), ({"addresses": "127.30.2.1:17070"}, "addresses"),
     ({"addresses": []}, "addresses"), ({"addresses": ["h:99999"]}, "addresses"), ({"token_file": 5}, "token_file"),
     ({"cache_file": 5}, "cache_file"), ({"colour": "red"}, "colour"),
+    ({"insecure_http": False}, "ca_file must name the deployment CA"), ({"ca_file": "/ca.pem"}, "insecure_http is true"),
+    ({"insecure_http": "yes"}, "insecure_http must be"), ({"cert_file": "/c.pem"}, "cert_file and key_file go together"),
 ])
 def test_bad_config_values_are_exit_2_with_the_setting_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                              settings: dict, message: str) -> None:

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -148,7 +147,7 @@ def test_ha_status_reports_every_machine(cluster: StateMachines) -> None:
     for machine in cluster.machines:
         if machine is not survivor:
             cluster.kill(machine)
-    with StateClient([survivor.api_address], cluster.token, retry_for=3.0) as client:
+    with StateClient([survivor.api_address], cluster.token, retry_for=3.0, tls=cluster.tls) as client:
         with pytest.raises(Unavailable, match="503"):
             client.ready()
         client.retry_for = 30.0
@@ -201,7 +200,8 @@ def test_api_servers_log_in_to_a_set_with_authorization(tmp_path: Path, request:
     with cluster.client(None, seed=4) as client:
         assert client.put("with-auth", "ok", 0)["version"] == 1
         assert client.get("with-auth")["value"] == "ok"
-    anonymous = MongoClient(cluster.machines[0].mongo_address, directConnection=True, serverSelectionTimeoutMS=3000)
+    anonymous = MongoClient(cluster.machines[0].mongo_address, directConnection=True, serverSelectionTimeoutMS=3000,
+                            tls=True, tlsCAFile=cluster.ca.path)
     with anonymous, pytest.raises(OperationFailure):  # the members really refuse anyone without a login
         anonymous.stateserver.kv.find_one({})
     # An API server with the wrong password answers, but is never ready: 503 naming the credentials.
@@ -209,8 +209,7 @@ def test_api_servers_log_in_to_a_set_with_authorization(tmp_path: Path, request:
     wrong.write_text("not-the-password\n")
     extra = Machine("m4", cluster.spare_host())
     cluster.start_api(extra, seeds=[m.mongo_address for m in cluster.machines], password_file=wrong)
-    response = httpx.get(f"http://{extra.api_address}/v1/ready", headers={"Authorization": f"Bearer {cluster.token}"},
-                         timeout=30)
+    response = extra.get("/v1/ready", headers={"Authorization": f"Bearer {cluster.token}"}, timeout=30)
     assert response.status_code == 503
     assert "credentials" in response.json()["detail"]
 
@@ -251,7 +250,7 @@ def test_corrupt_and_surrogate_documents_answer_409_on_a_kept_connection(cluster
         mongo[SET_NAME].kv.insert_many([{"_id": "old-surrogate", "value_json": '"\\ud800"', "version": 1},
                                         {"_id": "hand-edited", "value_json": "{oops", "version": 2}])
     machine = cluster.machines[0]
-    connection = http.client.HTTPConnection(machine.host, 17070, timeout=30)
+    connection = http.client.HTTPSConnection(machine.host, 17070, timeout=30, context=cluster.tls)
     headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
     try:
         connection.request("PUT", "/v1/kv/new-surrogate", body=b'{"value": "\\ud800", "version": 0, "request_id": "r"}',

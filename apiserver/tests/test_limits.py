@@ -77,7 +77,7 @@ def api_server(tmp_path: Path, *args: str, nofile: int | None = None) -> Iterato
     token.write_text(TOKEN + "\n")
 
     command = [str(VENV_BIN / "stateserver-api"), "--host", "127.0.0.1", "--port", "PORT", "--token-file", str(token),
-               "--mongo-seeds", "127.0.0.1:1", "--server-selection-timeout-ms", "200", *args]
+               "--mongo-seeds", "127.0.0.1:1", "--server-selection-timeout-ms", "200", "--insecure-http", *args]
     if nofile is not None:  # set in the child before it execs the server, which sizes its limits at start
         limit = f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
         command = [sys.executable, "-c", limit + "os.execv(sys.argv[1], sys.argv[1:])", *command]
@@ -240,7 +240,7 @@ def test_wait_live_returns_once_the_server_answers(tmp_path: Path) -> None:
     """What the systemd unit runs after starting the server, so a (throttled) restart ends only when it answers."""
     def wait_live(port: int, seconds: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(VENV_BIN / "stateserver-api"), "--host", "127.0.0.1", "--port", str(port),
-                               "--token-file", str(tmp_path / "token"), "--wait-live", seconds],
+                               "--token-file", str(tmp_path / "token"), "--insecure-http", "--wait-live", seconds],
                               capture_output=True, text=True, timeout=60, check=False)
 
     with api_server(tmp_path) as server:

@@ -208,7 +208,7 @@ def test_the_server_reads_the_scrape_token_from_a_file(tmp_path, capsys: pytest.
     token, scrape = tmp_path / "token", tmp_path / "scrape"
     token.write_text(TOKEN + "\n")
     scrape.write_text(SCRAPE + "\n")
-    args = ["--host", "127.0.0.1", "--token-file", str(token), "--check-config"]
+    args = ["--host", "127.0.0.1", "--token-file", str(token), "--insecure-http", "--check-config"]
     assert main([*args, "--metrics-token-file", str(scrape)]) == 0
     assert "usable" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="holds the bearer token"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from machines import Machine, StateMachines, mongod_binary, wait_for
 from scrape import parse, value
@@ -27,8 +26,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> StateMachines:
 
 
 def scrape(machine: Machine, token: str = SCRAPE_TOKEN) -> dict:
-    response = httpx.get(f"http://{machine.api_address}/metrics", headers={"Authorization": f"Bearer {token}"},
-                         timeout=15, trust_env=False)
+    response = machine.get("/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=15)
     assert response.status_code == 200, response.text
     return parse(response.text)
 
@@ -59,8 +57,7 @@ def test_metrics_follow_a_lost_voter_and_a_lost_majority(cluster: StateMachines)
     assert value(got, "stateserver_config_version") >= 1 and value(got, "stateserver_last_election_seconds") >= 0
     # The bearer token opens /metrics too; the scrape token opens nothing else.
     assert value(scrape(watcher, cluster.token), "stateserver_converged") == 1
-    assert httpx.get(f"http://{watcher.api_address}/v1/ready", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"},
-                     trust_env=False).status_code == 401
+    assert watcher.get("/v1/ready", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).status_code == 401
 
     # A secondary's machine dies: a voter down, its API silent, the set no longer what the records want.
     victim = next(m for m in cluster.machines if m is not watcher)

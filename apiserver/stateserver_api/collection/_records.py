@@ -61,8 +61,8 @@ def _host_problem(host: str) -> str | None:
 
 
 def _bracket_hint(text: str) -> str:
-    """' (did you mean [v6]:port?)' when `text` is an IPv6 address with a port glued on, else ''."""
-    left, _, port = text.rpartition(":")
+    """' (for v6 port N, write [v6]:N)' when `text` is an IPv6 address with a port glued on, else ''."""
+    left, port = text.rpartition(":")[::2]
     try:
         ipaddress.IPv6Address(left)
     except ValueError:
