@@ -116,6 +116,7 @@ class Peer:
     async def _call(self, body: dict) -> dict:
         if self.writer is None:
             h, _, p = self.host.rpartition(":")
+            h = h.strip("[]")  # an IPv6 member is written [::1]:port, as mongod writes it
             ctx = self.node.client_tls
             # Over TLS the peer's certificate must match the host string of the config, as mongod checks it.
             self.reader, self.writer = await asyncio.open_connection(h, int(p), ssl=ctx,
@@ -324,6 +325,7 @@ class Node:
         if cached is not None:
             return cached
         h, _, p = host.rpartition(":")
+        h = h.strip("[]")
         result = False
         if p.isdigit() and int(p) == self.opts.port:
             try:
