@@ -12,6 +12,7 @@ Usage: .venv/bin/python apiserver/bench.py [--rounds 10] [--seconds 5]   (machin
 from __future__ import annotations
 
 import argparse
+import ssl
 import statistics
 import sys
 import tempfile
@@ -28,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 from machines import Machine, StateMachines, wait_for
 
 
-def watch_for_new_primary(survivors: list[Machine], result: list[float], started: float) -> None:
+def watch_for_new_primary(survivors: list[Machine], result: list[float], started: float, ca_file: str) -> None:
     """Poll the survivors directly until one says it is a writable primary; record when (the election alone)."""
-    clients = [MongoClient(m.mongo_address, directConnection=True, serverSelectionTimeoutMS=200) for m in survivors]
+    clients = [MongoClient(m.mongo_address, directConnection=True, serverSelectionTimeoutMS=200, tls=True,
+                           tlsCAFile=ca_file) for m in survivors]
     try:
         while time.monotonic() - started < 60:
             for client in clients:
@@ -56,7 +58,7 @@ def failover_rounds(machines: StateMachines, rounds: int, workdir: Path) -> tupl
             survivors = [m for m in machines.machines if m is not primary]
             killed = time.monotonic()
             machines.kill(primary)
-            watcher = threading.Thread(target=watch_for_new_primary, args=(survivors, elections, killed))
+            watcher = threading.Thread(target=watch_for_new_primary, args=(survivors, elections, killed, machines.ca.path))
             watcher.start()
             client.put(f"bench-{round_no}-after", round_no, 0)
             timings.append(time.monotonic() - killed)
@@ -70,15 +72,15 @@ def failover_rounds(machines: StateMachines, rounds: int, workdir: Path) -> tupl
     return timings, elections
 
 
-def throughput(address: str, token: str, seconds: float, callers: int) -> float:
+def throughput(address: str, token: str, seconds: float, callers: int, tls: ssl.SSLContext) -> float:
     count = [0] * callers
     stop = time.monotonic() + seconds
 
     def caller(index: int) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=tls) as http:
             while time.monotonic() < stop:
                 key = f"tp-{uuid.uuid4().hex}"
-                response = http.put(f"http://{address}/v1/kv/{key}",
+                response = http.put(f"https://{address}/v1/kv/{key}",
                                     json={"value": {"n": count[index]}, "version": 0, "request_id": key})
                 response.raise_for_status()
                 count[index] += 1
@@ -114,7 +116,7 @@ def main() -> int:
                   f"{'met' if median_ms < election_ms + 1000 else 'NOT met'})")
             target = machines.machines[0]
             for callers in (1, 4):
-                rate = throughput(target.api_address, machines.token, args.seconds, callers)
+                rate = throughput(target.api_address, machines.token, args.seconds, callers, machines.tls)
                 print(f"kv writes through one API server ({callers} caller{'s' if callers > 1 else ''}): "
                       f"{rate:.0f} requests/s (w:majority, new keys)")
         finally:
