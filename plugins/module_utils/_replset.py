@@ -346,7 +346,9 @@ class ReplSet:
             return ReplSetView(config=None, status=None, now=_utcnow())
         direct = self._direct(via, auth=True) if via else None
         try:
-            config = self._admin("replSetGetConfig", direct)["config"]
+            # mongod hides its own newlyAdded flag unless asked; without it a member that does not count as a
+            # voter yet would read as one, and a run could report converged too early.
+            config = self._admin("replSetGetConfig", direct, **{"$_internalIncludeNewlyAdded": True})["config"]
             status = self._admin("replSetGetStatus", direct)
         except OperationFailure as exc:
             if _code(exc) in _NOT_INITIATED_CODES:

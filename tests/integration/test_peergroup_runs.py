@@ -12,6 +12,7 @@ import time
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _converge
+from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import convergence_report
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet
 from cluster import MACHINE_TAG, Cluster
 from playbook import run_tasks
@@ -215,6 +216,33 @@ def test_status_rows_and_table_for_pool_members_spares_and_a_dead_member(tmp_pat
     assert len(status["table"]) == 5 and status["table"][1].startswith("sm1 ")
     # The old name still works and answers the same.
     assert not failed(legacy) and legacy["voters"] == status["voters"] and legacy["primary"] == status["primary"]
+
+
+def test_a_voter_added_by_hand_is_not_converged_while_the_server_still_flags_it_newly_added(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=4, start=3)
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    config = cluster.read()[0]
+    joining = cluster.addresses[3]
+    # What rs.add() sends: a voter at once. mongod marks it newlyAdded until it has synced; nothing runs there yet.
+    config["version"] += 1
+    config["members"].append({"_id": 3, "host": joining, "tags": {MACHINE_TAG: "sm4"}})
+    with cluster.client() as c:
+        c.admin.command("replSetReconfig", config)
+        assert all("newlyAdded" not in m for m in c.admin.command("replSetGetConfig")["config"]["members"])
+
+    with ReplSet(conn(cluster)) as rs:
+        view = rs.read_view()
+        assert next(m for m in view.config["members"] if m["host"] == joining).get("newlyAdded") is True
+        converged, reasons = convergence_report(view, rs.read_records())
+        assert not converged and f"member 3 ({joining}) is still newlyAdded" in reasons
+
+        cluster.sim.start(3)
+
+        def flag_cleared():
+            current = rs.read_view()
+            return current if not any(m.get("newlyAdded") for m in current.config["members"]) else None
+        view = cluster.wait_for(flag_cleared, 60, "the primary to clear newlyAdded once sm4 has synced")
+        assert not any("newlyAdded" in r for r in convergence_report(view, rs.read_records())[1])
 
 
 def test_peergroup_runs_only_when_a_set_exists(tmp_path, cluster_factory):
