@@ -12,10 +12,11 @@ decision is unit-tested without one (tests/unit/test_member.py).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
 
 # Server error codes the module acts on, named once.
 AUTHENTICATION_FAILED = 18
@@ -73,15 +74,13 @@ class MemberError(Exception):
     """A request the module must refuse, or a member in a state it cannot act on; the message says what to do."""
 
 
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
-
-
 def validate_bootstrap_args(member_host: str | None, machine: str | None) -> None:
     """member_host must be host:port as the set will name the member; the machine tag must be non-empty."""
-    match = _HOST_PORT.match(member_host or "")
-    if not match or not 0 < int(match.group(2)) < 65536:
+    try:
+        parse_address(member_host)
+    except AddressError as exc:
         raise MemberError(f"member_host must be HOST:PORT as the replica set names this member (for example "
-                          f"192.0.2.11:37017), got {member_host!r}")
+                          f"192.0.2.11:37017 or [2001:db8::11]:37017), got {member_host!r}: {exc}") from None
     if not (machine or "").strip():
         raise MemberError("machine must name the state machine (the stateserver-machine tag), got an empty value")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils._member import (
     CREATE_ADMIN,
@@ -89,7 +91,7 @@ def test_initiate_config_is_one_tagged_member():
         "_id": "stateserver", "members": [{"_id": 0, "host": "10.0.0.1:37017", "tags": {"stateserver-machine": "sm1"}}]}
 
 
-@pytest.mark.parametrize("host", ["10.0.0.1:37017", "sm1.example:1", "[2001:db8::1]:37017"])
+@pytest.mark.parametrize("host", ["10.0.0.1:37017", "sm1.example:1", "[2001:db8::1]:37017", "[::1]:37017"])
 def test_member_host_accepts_host_and_port(host):
     validate_bootstrap_args(host, "sm1")
 
@@ -98,6 +100,13 @@ def test_member_host_accepts_host_and_port(host):
                                   "2001:db8::1:37017"])
 def test_member_host_without_a_valid_port_is_refused(host):
     with pytest.raises(MemberError, match="member_host must be HOST:PORT"):
+        validate_bootstrap_args(host, "sm1")
+
+
+@pytest.mark.parametrize("host", ["::1:37017", "2001:db8::1:37017"])
+def test_member_host_as_an_unbracketed_ipv6_address_is_refused_with_the_brackets_hint(host):
+    left = host.rpartition(":")[0]
+    with pytest.raises(MemberError, match=re.escape(f"write [{left}]:37017")):
         validate_bootstrap_args(host, "sm1")
 
 
