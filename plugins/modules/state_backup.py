@@ -10,9 +10,9 @@ module: state_backup
 short_description: Copy the control plane's state database, as of one point in time, to BSON files and a manifest
 version_added: 0.3.0
 description:
-  - Reads every collection of the C(stateserver) database (the API server's units and key-value store and the
+  - "Reads every collection of the C(stateserver) database (the API server's units and key-value store and the
     collection's machine records) from a healthy SECONDARY and writes it to a new directory under O(dest) on the
-    host that runs the task (use C(delegate_to: localhost) and C(run_once)).
+    host that runs the task (use C(delegate_to: localhost) and C(run_once))."
   - "The copy is consistent: the module notes the source member's majority-committed optime first and reads every
     collection at that one timestamp (read concern C(snapshot) with C(atClusterTime), MongoDB 5.0 or later). It
     therefore holds only majority-committed writes, all of them up to that optime and none after it."

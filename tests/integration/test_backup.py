@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 from pathlib import Path
 
+import bson
 import pytest
 from bson import Binary, Int64, ObjectId
 from cluster import Cluster
@@ -34,7 +36,7 @@ def three_members(cluster_factory) -> Cluster:
     cluster.sim.initiate()
 
     def ready():
-        _, status, _ = cluster.read()
+        status = cluster.read()[1]
         return sorted(m["state"] for m in status["members"]) == [1, 2, 2]
     cluster.wait_for(ready, 60, "one primary and two secondaries")
     return cluster
@@ -77,13 +79,12 @@ def test_backup_destroy_deploy_restore_reads_everything_back(tmp_path, cluster_f
 
     run = run_tasks(tmp_path / "backup", [{BACKUP: {**conn(old), "dest": str(dest)}}])
     assert run[0].get("failed") is not True, run[0]
-    _, status, _ = old.read()
+    config, status = old.read()[:2]
     secondaries = {m["name"] for m in status["members"] if m["state"] == 2}
     assert run[0]["source"] in secondaries
     (path,) = backups(dest)
     assert str(path) == run[0]["path"]
     manifest = json.loads((path / "manifest.json").read_text())
-    config, _, _ = old.read()
     assert manifest["replica_set"] == "stateserver" and manifest["config_version"] == config["version"]
     assert manifest["replica_set_id"] == str(config["settings"]["replicaSetId"])
     assert {n: c["count"] for n, c in manifest["collections"].items()} == {"kv": 2, "machines": 3, "units": 250}
@@ -149,3 +150,47 @@ def test_restore_refuses_a_set_with_data_and_a_corrupted_backup_before_writing(t
     assert run[0].get("failed") is not True, run[0]
     assert run[0]["replaced"] == ["units"]
     assert len(dump(target, "units")) == 250 and len(dump(target, "kv")) == 2
+
+
+def test_a_backup_taken_during_writes_is_one_point_in_time(tmp_path, cluster_factory):
+    """A writer inserts unit w/i, then sets kv counter to i+1, without pause. At every point in time the counter n
+    and the count of w/ units satisfy n <= units <= n + 1; collections read at different times would break it
+    (the kv collection is read before units, and units keep growing)."""
+    cluster = three_members(cluster_factory)
+    with cluster.client() as c:
+        # Read between kv and units (collections are read by name), it gives the writer time to move on. Small
+        # batches keep each write short, so the members' heartbeats (elections after 1s) are never held up.
+        padding = c.get_database("stateserver", write_concern=MAJORITY).padding
+        for start in range(0, 10000, 500):
+            padding.insert_many([{"_id": i, "text": "x" * 100} for i in range(start, start + 500)])
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        with cluster.client() as c:
+            db = c.stateserver
+            i = 0
+            while not stop.is_set():
+                db.units.insert_one({"_id": f"w/{i:06d}"})
+                db.kv.update_one({"_id": "counter"}, {"$set": {"n": i + 1}}, upsert=True)
+                i += 1
+                written.append(i)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        cluster.wait_for(lambda: len(written) > 50, 60, "the writer to get going")
+        run = run_tasks(tmp_path / "backup", [{BACKUP: {**conn(cluster), "dest": str(tmp_path / "backups")}}])
+        before_stop = len(written)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert run[0].get("failed") is not True, run[0]
+    path = Path(run[0]["path"])
+    (counter,) = bson.decode_all((path / "stateserver.kv.bson").read_bytes())
+    units = bson.decode_all((path / "stateserver.units.bson").read_bytes())
+    n = counter["n"]
+    assert n <= len(units) <= n + 1, (n, len(units))
+    assert [u["_id"] for u in units] == [f"w/{i:06d}" for i in range(len(units))]
+    # The copy is of a point during the run, and writes went on after it.
+    assert 50 < n < before_stop
