@@ -11,6 +11,7 @@ idle connections too and answers 503 to every new request, /v1/live included, on
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import resource
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("stateserver_api")
@@ -197,3 +199,26 @@ class BodyLimit:
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
             (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": payload})
+
+
+class HandshakeDeadlineServer(uvicorn.Server):
+    """uvicorn's server with a deadline on TLS handshakes. A connection still in its handshake is not yet the guard's
+    (the protocol sees it only once the handshake is done), and asyncio would let it sit silent for 60 s: it gets the
+    deadline a client has to send its request instead. None: plain HTTP, no handshake."""
+
+    def __init__(self, config: uvicorn.Config, handshake_timeout: float | None) -> None:
+        super().__init__(config)
+        self.handshake_timeout = handshake_timeout
+
+    async def startup(self, sockets: Any = None) -> None:
+        if self.handshake_timeout is None:
+            await super().startup(sockets)
+            return
+        loop = asyncio.get_running_loop()
+        # uvicorn does not pass asyncio's ssl_handshake_timeout on; shadow the loop's method while it starts listening.
+        loop.create_server = functools.partial(loop.create_server,  # type: ignore[method-assign]
+                                               ssl_handshake_timeout=self.handshake_timeout)
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server

@@ -328,11 +328,12 @@ def serve(app: Any, host: str, port: int, budget: limits.Budget, read_timeout: f
         app, host=host, port=port, http=limits.guarded_protocol(budget.max_connections, read_timeout),
         backlog=budget.backlog, ws="none", h11_max_incomplete_event_size=limits.MAX_HEADER_BYTES,
         timeout_keep_alive=limits.KEEP_ALIVE_SECONDS, lifespan="off", log_config=None, access_log=False,
-        server_header=False, timeout_graceful_shutdown=5)
+        server_header=False, timeout_graceful_shutdown=5,
+        loop="asyncio")  # HandshakeDeadlineServer shadows a method of asyncio's own loop
     config.load()
     # uvicorn would build its own context from file names; ours is the one whose certificate SIGHUP replaces.
     config.ssl = context
-    uvicorn.Server(config).run()
+    limits.HandshakeDeadlineServer(config, read_timeout if context else None).run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,19 @@ def test_plain_http_to_the_https_port_gets_no_answer(tmp_path: Path, pki: Pki) -
             reply = raw.recv(4096)
         assert b"HTTP/1.1" not in reply and b"status" not in reply  # closed, or a TLS alert: never the API
         assert server.handshake(pki.context())[1] == "HTTP/1.1 200 OK"  # and HTTPS still answers
+
+
+def test_a_connection_that_never_completes_its_handshake_is_closed_at_the_read_deadline(
+        tmp_path: Path, pki: Pki) -> None:
+    """asyncio's own handshake deadline is 60 s, and the connection guard sees a connection only after its
+    handshake: a silent TLS client must still be gone after --read-timeout."""
+    pem = pki.ca.issue("api-silent", ["127.0.0.1"])
+    with api(tmp_path, *tls_args(pki, pem, "--read-timeout", "1"), answers=pki.context()) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent:
+        opened = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the server
+        assert time.monotonic() - opened < 10
+        assert server.handshake(pki.context())[1] == "HTTP/1.1 200 OK"
 
 
 def test_a_key_file_others_can_read_is_refused_at_start(tmp_path: Path, pki: Pki) -> None:
