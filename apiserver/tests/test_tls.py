@@ -184,6 +184,19 @@ def test_a_connection_that_never_completes_its_handshake_is_closed_at_the_read_d
         assert server.handshake(pki.context())[1] == "HTTP/1.1 200 OK"
 
 
+def test_wait_live_checks_the_server_over_https(tmp_path: Path, pki: Pki) -> None:
+    """The unit's ExecStartPost: the server of this config answers over HTTPS with a certificate of the CA."""
+    pem = pki.ca.issue("api-wait", ["127.0.0.1"])
+    with api(tmp_path, *tls_args(pki, pem), answers=pki.context()) as server:
+        def wait_live(ca: str) -> subprocess.CompletedProcess:
+            args = ["--tls-cert-file", pem, "--tls-key-file", pem, "--tls-ca-file", ca, "--wait-live", "1"]
+            return subprocess.run(command(tmp_path, server.port, *args), capture_output=True, text=True, timeout=60,
+                                  check=False)
+
+        assert wait_live(pki.ca.path).returncode == 0
+        assert wait_live(pki.stranger.path).returncode == 1  # a server the CA did not sign is not ours
+
+
 def test_a_key_file_others_can_read_is_refused_at_start(tmp_path: Path, pki: Pki) -> None:
     pem = pki.ca.issue("api-open-key", ["127.0.0.1"])
     Path(pem).chmod(0o644)
