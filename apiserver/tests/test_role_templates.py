@@ -36,7 +36,7 @@ def run_playbook(tmp_path: Path, plays: list[dict], extra: dict | None = None) -
                           capture_output=True, text=True, env=env, timeout=100, check=False)
 
 
-def render(tmp_path: Path, host: str) -> subprocess.CompletedProcess:
+def render(tmp_path: Path, host: str, **role_vars: object) -> subprocess.CompletedProcess:
     """Render the role's config and unit with its defaults, the secret files in tmp_path as the role writes them."""
     (tmp_path / "token").write_text("never-in-a-template-0123\n")
     (tmp_path / "mongo-password").write_text("never-in-a-template-pw\n")
@@ -53,7 +53,7 @@ def render(tmp_path: Path, host: str) -> subprocess.CompletedProcess:
                 "src": str(ROLE / "templates" / "stateserver-api.service.j2"), "dest": "{{ out }}/unit",
                 "mode": "0600"}},
         ],
-    }], extra={"api_server_config_dir": str(tmp_path)})  # over the role defaults read as vars_files
+    }], extra={"api_server_config_dir": str(tmp_path), **role_vars})  # over the role defaults read as vars_files
 
 
 def check_config(config: Path) -> subprocess.CompletedProcess:
@@ -66,13 +66,6 @@ def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> No
     run = render(tmp_path, "10.177.0.11")
     assert run.returncode == 0, run.stdout + run.stderr
     config = json.loads((tmp_path / "api.json").read_text())
-    if "tls_cert_file" not in config and config.get("tls", True):
-        # Until the role templates the TLS settings (the role's part of issue 14), the certificate it would
-        # install is supplied here, so the rest of its config is still checked by the server.
-        ca = make_ca(tmp_path / "tls")
-        pem = ca.issue("api", ["10.177.0.11"])
-        config.update(tls_cert_file=pem, tls_key_file=pem, tls_ca_file=ca.path)
-        (tmp_path / "api.json").write_text(json.dumps(config))
     settings = load_settings(["--config", str(tmp_path / "api.json")])
     assert (settings.host, settings.port) == ("10.177.0.11", 17070)
     assert settings.mongo_seeds == ["10.177.0.11:37017"]
@@ -96,6 +89,21 @@ def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> No
         (tmp_path / "api.json").write_text(json.dumps({**config, "host": host}))
         check = check_config(tmp_path / "api.json")
         assert check.returncode == 2 and "wildcard address" in check.stderr, host
+
+
+def test_role_templates_with_tls_on_give_a_config_the_server_accepts(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "tls")
+    pem = ca.issue("api", ["10.177.0.11"])
+    run = render(tmp_path, "10.177.0.11", api_server_tls=True, api_server_tls_cert_file=pem,
+                 api_server_tls_key_file=pem, api_server_tls_ca_file=ca.path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    settings = load_settings(["--config", str(tmp_path / "api.json")])
+    assert (settings.tls, settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file) == (
+        True, pem, pem, ca.path)
+    assert check_config(tmp_path / "api.json").returncode == 0
+    Path(pem).chmod(0o640)  # a key the group can read: the validate step refuses the config
+    refused = check_config(tmp_path / "api.json")
+    assert refused.returncode == 1 and "open to group or others" in refused.stderr
 
 
 def wheels_play(tmp_path: Path, wheels: Path, check: bool = False) -> list[dict]:
