@@ -19,6 +19,9 @@ description:
   - A replica set that was never initiated is not an error; RV(initiated) is then false and every machine's state
     is V(no replica set). Neither is a set where no seed answers at all (before mongod is installed), for which
     RV(answered) is false as well.
+  - With O(probe_api), every machine's API server is asked C(GET /v1/live) from where the module runs, all at once
+    and each for at most O(api_timeout) seconds; only an HTTP 200 answer with the JSON C({"status": "ok"}) counts as
+    answering. RV(rows[].api_answers) and the table's API column report it.
   - Before 0.2.0 this module was called C(stateserver.ha.ha_status); that name still works and redirects here.
 author:
   - stateserver.ha developers (@stateserver)
@@ -45,11 +48,37 @@ options:
         description: The host's address, V(host) (O(port) is added) or V(host:port).
         type: str
       api_address:
-        description: The host's API server address (accepted so a pool can be passed as is; not shown).
+        description:
+          - The host's API server address, V(host:port), asked by O(probe_api) when the machine has no record yet.
+            Left out, the host with port 17070.
         type: str
       reachable:
         description: Accepted so the pool given to M(stateserver.ha.ensure_availability) can be passed as is; not used.
         type: bool
+  probe_api:
+    description:
+      - Ask each machine's API server whether it answers (C(GET /v1/live) at the machine record's C(api_address),
+        else at the pool host's O(pool[].api_address), which defaults to the host with port 17070).
+      - Members that belong to no machine have no API address and are not asked.
+    type: bool
+    default: true
+  api_timeout:
+    description: Seconds each API server has to answer; the probes run in parallel, so this bounds them all.
+    type: float
+    default: 1.0
+  api_scheme:
+    description:
+      - V(https) for API servers that serve TLS (the default of the M(stateserver.ha.api_server) role's servers),
+        V(http) for servers started with plain HTTP.
+    type: str
+    choices: [https, http]
+    default: https
+  api_ca_file:
+    description:
+      - CA certificate file (PEM) to verify the API servers' certificates with, for O(api_scheme=https); typically
+        the deployment CA. Left out, the system's trusted CAs are used. A server whose certificate does not verify
+        counts as not answering.
+    type: path
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -79,6 +108,11 @@ EXAMPLES = r"""
       - {name: sm3, address: 192.0.2.13}
       - {name: sm4, address: 192.0.2.14}
   register: ha
+
+- name: Read the state without asking the API servers
+  stateserver.ha.ha_status_info:
+    seeds: [192.0.2.11]
+    probe_api: false
 
 - name: Print the status of every machine
   ansible.builtin.debug:
@@ -141,15 +175,22 @@ rows:
         - What needs attention, empty when nothing does. A too-stale member says it needs a resync.
       type: str
       sample: ""
+    api_answers:
+      description:
+        - Whether the machine's API server answered C(GET /v1/live) with C({"status": "ok"}); null when it was not
+          asked (O(probe_api=false), or a member that belongs to no machine).
+      type: bool
+      sample: true
 table:
   description:
     - The rows as fixed-width text lines, header first, columns MACHINE ADDRESS WANTS-VOTE HAS-VOTE STATE PRIMARY
-      NOTE (V(yes)/V(no)/V(-) for the votes, V(*) for the primary). Print it with M(ansible.builtin.debug).
+      API NOTE (V(yes)/V(no)/V(-) for the votes and the API, V(*) for the primary). Print it with
+      M(ansible.builtin.debug).
   returned: always
   type: list
   elements: str
-  sample: ["MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY NOTE",
-           "sm1        192.0.2.11:37017     yes         yes       PRIMARY        *"]
+  sample: ["MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY API  NOTE",
+           "sm1        192.0.2.11:37017     yes         yes       PRIMARY        *       yes"]
 records:
   description: The machine records that passed validation.
   returned: always
@@ -199,7 +240,13 @@ not_converged:
   sample: []
 """
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     CONNECTION_REQUIRED_TOGETHER,
     check_connection,
@@ -229,6 +276,23 @@ from ansible_collections.stateserver.ha.plugins.module_utils._status import (
 )
 
 
+def api_answers(addresses: list[str], scheme: str, timeout: float, ca_file: str | None) -> dict:
+    """{api address: whether GET /v1/live answered 200 with {"status": "ok"}}, every address asked at once."""
+    def answers(address: str) -> bool:
+        try:
+            response = open_url(f"{scheme}://{address}/v1/live", timeout=timeout, use_proxy=False,
+                                validate_certs=True, ca_path=ca_file)
+            body = json.loads(response.read())
+        except (OSError, HTTPException, UrlConnectionError, ValueError):
+            # Refused, timed out, an HTTP error status, a certificate that does not verify, or not JSON.
+            return False
+        return response.getcode() == 200 and isinstance(body, dict) and body.get("status") == "ok"
+    if not addresses:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(addresses), 16)) as pool:
+        return dict(zip(addresses, pool.map(answers, addresses)))
+
+
 def main() -> None:
     argument_spec = connection_argument_spec()
     argument_spec.update(pool={"type": "list", "elements": "dict", "default": [], "options": {
@@ -237,7 +301,9 @@ def main() -> None:
         "address": {"type": "str"},
         "api_address": {"type": "str"},
         "reachable": {"type": "bool"},
-    }})
+    }}, probe_api={"type": "bool", "default": True}, api_timeout={"type": "float", "default": 1.0},
+        api_scheme={"type": "str", "default": "https", "choices": ["https", "http"]},
+        api_ca_file={"type": "path"})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     problem = check_connection(module.params)
@@ -246,7 +312,10 @@ def main() -> None:
     hosts, problems = parse_pool(module.params["pool"], module.params["port"])
     if problems:
         module.fail_json(msg="the pool is not valid: " + "; ".join(problems), changed=False)
-    pool = [{"name": h.name, "mongo_address": h.mongo_address} for h in hosts]
+    timeout = module.params["api_timeout"]
+    if not timeout > 0 or timeout == float("inf"):
+        module.fail_json(msg=f"api_timeout must be a number of seconds above 0, got {timeout}", changed=False)
+    pool = [{"name": h.name, "mongo_address": h.mongo_address, "api_address": h.api_address} for h in hosts]
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
@@ -272,7 +341,11 @@ def main() -> None:
         converged, reasons = convergence_report(view, records)
         reasons = [*problems, *reasons]
         converged = converged and not problems
-    rows = status_rows(records, config, status, pool, stale)
+    answers = None
+    if module.params["probe_api"]:
+        addresses = sorted({r.api_address for r in records} | {h.api_address for h in hosts})
+        answers = api_answers(addresses, module.params["api_scheme"], timeout, module.params["api_ca_file"])
+    rows = status_rows(records, config, status, pool, stale, answers)
     module.exit_json(
         changed=False,
         answered=answered,

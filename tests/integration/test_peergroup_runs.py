@@ -7,6 +7,10 @@ converge and no vote is lost on the way.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socket
+import ssl
 import threading
 import time
 
@@ -15,6 +19,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils import _converge
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import convergence_report
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet
 from cluster import MACHINE_TAG, Cluster
+from mongosim import certs
 from playbook import run_tasks
 from pymongo.errors import PyMongoError
 from test_modules import PG, STATUS, ConnectionCounter, assert_converged, conn, converge_to, ea, pg, voters
@@ -210,9 +215,11 @@ def test_status_rows_and_table_for_pool_members_spares_and_a_dead_member(tmp_pat
     assert [r["machine"] for r in status["rows"]] == cluster.names
     assert rows[primary]["primary"] is True and rows[primary]["state"] == "PRIMARY"
     assert rows[victim]["state"] == "DOWN" and rows[victim]["has_vote"] is True and rows[victim]["note"]
+    # No API server runs on these hosts: each is asked, and none answers.
     assert rows["sm4"] == {"machine": "sm4", "address": cluster.addresses[3], "wants_vote": None,
-                           "has_vote": None, "state": "spare", "primary": False, "note": ""}
-    assert status["table"][0].split() == ["MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "NOTE"]
+                           "has_vote": None, "state": "spare", "primary": False, "note": "", "api_answers": False}
+    assert status["table"][0].split() == ["MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "API",
+                                          "NOTE"]
     assert len(status["table"]) == 5 and status["table"][1].startswith("sm1 ")
     # The old name still works and answers the same.
     assert not failed(legacy) and legacy["voters"] == status["voters"] and legacy["primary"] == status["primary"]
@@ -245,6 +252,73 @@ def test_a_voter_added_by_hand_is_not_converged_while_the_server_still_flags_it_
         assert not any("newlyAdded" in r for r in convergence_report(view, rs.read_records())[1])
 
 
+class _Live(http.server.BaseHTTPRequestHandler):
+    """/v1/live as an API server answers it; `body` set per server (a starting server, another service...)."""
+
+    body = b'{"status": "ok"}'
+
+    def do_GET(self):
+        code = 200 if self.path == "/v1/live" else 404
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.server.body if code == 200 else b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def live_server(body: bytes = b'{"status": "ok"}', tls: ssl.SSLContext | None = None):
+    """An HTTP(S) server on 127.0.0.1 (a free port) answering /v1/live with `body`; yields its host:port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Live)
+    server.body = body
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_status_says_which_machines_api_server_answers_its_liveness_check(tmp_path, cluster_factory):
+    silent = cluster_factory(size=1, start=0)  # no replica set needed: pool hosts are probed all the same
+    ca = certs.make_ca(tmp_path / "ca")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(ca.issue("api", ["127.0.0.1"]))
+    with live_server() as up, live_server(b'{"status": "starting"}') as other, live_server(tls=tls) as secure:
+        pool = [{"name": "sm1", "address": "127.20.9.1", "api_address": up},
+                {"name": "sm2", "address": "127.20.9.2", "api_address": closed_port()},
+                {"name": "sm3", "address": "127.20.9.3", "api_address": other},
+                {"name": "sm4", "address": "127.20.9.4", "api_address": secure}]
+        status = {**conn(silent), "pool": pool}
+        run = run_tasks(tmp_path / "probe", [
+            {STATUS: {**status, "api_scheme": "http"}},
+            {STATUS: {**status, "api_ca_file": ca.path}},
+            {STATUS: {**status, "api_scheme": "https"}},
+            {STATUS: {**status, "probe_api": False}},
+        ])
+    plain, https_ca, https_untrusted, unasked = run.results
+    assert not any(failed(r) for r in run.results), run.results
+    assert [r["api_answers"] for r in plain["rows"]] == [True, False, False, False]
+    assert [line.split()[-1] for line in plain["table"][1:]] == ["yes", "no", "no", "no"]
+    # Over HTTPS only the server whose certificate the given CA signed answers; without the CA it is not trusted.
+    assert [r["api_answers"] for r in https_ca["rows"]] == [False, False, False, True]
+    assert [r["api_answers"] for r in https_untrusted["rows"]] == [False] * 4
+    assert [r["api_answers"] for r in unasked["rows"]] == [None] * 4
+    assert [line.split()[-1] for line in unasked["table"][1:]] == ["-"] * 4
+
+
 def test_peergroup_runs_only_when_a_set_exists(tmp_path, cluster_factory):
     cluster = cluster_factory(size=3)
     run = run_tasks(tmp_path, [{PG: {**conn(cluster), "timeout": 30}}])
@@ -266,6 +340,8 @@ BAD_OPTIONS = [
     (STATUS, {"port": 0}, "port must be from 1 to 65535"),
     (STATUS, {"server_selection_timeout": "nan"}, "server_selection_timeout must be"),
     (STATUS, {"pool": [{"name": "sm1", "address": "a:b:c"}]}, "a:b:c"),
+    (STATUS, {"api_timeout": 0}, "api_timeout must be"),
+    (STATUS, {"api_scheme": "ftp"}, "api_scheme"),
 ]
 
 

@@ -41,7 +41,7 @@ def rows(*args, **kwargs) -> list[dict]:
 def test_a_healthy_machine_row_has_every_column():
     row = rows(RECORDS, CONFIG, STATUS, POOL)[0]
     assert row == {"machine": "sm1", "address": "10.0.0.1:37017", "wants_vote": True, "has_vote": True,
-                   "state": "PRIMARY", "primary": True, "note": ""}
+                   "state": "PRIMARY", "primary": True, "note": "", "api_answers": None}
 
 
 def test_pool_order_first_then_spares_then_down_and_recovering_members_are_named():
@@ -50,7 +50,7 @@ def test_pool_order_first_then_spares_then_down_and_recovering_members_are_named
     assert out[2]["state"] == "DOWN" and out[2]["note"] == "unreachable (connection refused)"
     assert out[3]["state"] == "RECOVERING" and out[3]["has_vote"] is False and "not promoted" in out[3]["note"]
     assert out[4] == {"machine": "sm5", "address": "10.0.0.5:37017", "wants_vote": None, "has_vote": None,
-                      "state": "spare", "primary": False, "note": ""}
+                      "state": "spare", "primary": False, "note": "", "api_answers": None}
 
 
 def test_a_too_stale_member_says_it_needs_a_resync():
@@ -89,11 +89,29 @@ def test_a_member_missing_from_the_status_is_unknown():
 
 def test_table_has_the_playbook_columns_header_first():
     table = _status.status_table(_status.status_rows(RECORDS, CONFIG, STATUS, POOL))
-    assert table[0] == "MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY NOTE"
-    assert table[1] == "sm1        10.0.0.1:37017       yes         yes       PRIMARY        *"
-    assert table[5] == "sm5        10.0.0.5:37017       -           -         spare"
+    assert table[0] == "MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY API  NOTE"
+    assert table[1] == "sm1        10.0.0.1:37017       yes         yes       PRIMARY        *       -"
+    assert table[5] == "sm5        10.0.0.5:37017       -           -         spare                  -"
     assert table[3].endswith("unreachable (connection refused)")
     assert len(table) == 1 + 5
+
+
+def test_api_answers_join_by_the_records_api_address_else_the_pools():
+    pool = [*POOL[:4], dict(POOL[4], api_address="10.0.0.5:17070")]
+    stray = {**CONFIG, "members": [*CONFIG["members"], mem(7, None)]}
+    answers = {"10.0.0.1:17070": True, "10.0.0.2:17070": False, "10.0.0.5:17070": True,
+               "10.0.0.7:17070": True}  # no machine claims the member at 10.0.0.7: its API is not looked up
+    out = rows(RECORDS, stray, STATUS, pool, api_answers=answers)
+    assert [r["api_answers"] for r in out] == [True, False, None, None, True, None]
+    assert all(r["api_answers"] is None for r in rows(RECORDS, stray, STATUS, pool))  # not probed
+
+
+def test_the_table_says_whether_each_api_server_answered():
+    answers = {"10.0.0.1:17070": True, "10.0.0.2:17070": False}
+    table = _status.status_table(_status.status_rows(RECORDS, CONFIG, STATUS, POOL, api_answers=answers))
+    assert table[1] == "sm1        10.0.0.1:37017       yes         yes       PRIMARY        *       yes"
+    assert table[2] == "sm2        10.0.0.2:37017       yes         yes       SECONDARY              no"
+    assert table[3].split()[5:7] == ["-", "unreachable"]
 
 
 @pytest.mark.parametrize("config, status", [(CONFIG, STATUS), (None, None), ({"members": []}, {})])

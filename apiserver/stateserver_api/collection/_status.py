@@ -23,8 +23,8 @@ from ._model import (
     MachineRecord,
 )
 
-TABLE_COLUMNS = ("MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "NOTE")
-_WIDTHS = (10, 20, 11, 9, 14, 7)
+TABLE_COLUMNS = ("MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "API", "NOTE")
+_WIDTHS = (10, 20, 11, 9, 14, 7, 4)
 
 RESYNC_NOTE = ("too stale to catch up: needs a resync (stop its mongod, empty its dbPath, start it; it then copies "
                "the data again)")
@@ -52,7 +52,8 @@ class MemberState:
 
 @dataclass(frozen=True)
 class StatusRow:
-    """One machine (or stray member) as ha_status_info reports it. None means "not known": no record, no member."""
+    """One machine (or stray member) as ha_status_info reports it. None means "not known": no record, no member,
+    and for `api` (whether the machine's API server answered /v1/live) not asked."""
 
     machine: str
     address: str
@@ -61,10 +62,12 @@ class StatusRow:
     state: str
     primary: bool
     note: str
+    api: bool | None = None
 
     def as_dict(self) -> dict:
         return {"machine": self.machine, "address": self.address, "wants_vote": self.wants_vote,
-                "has_vote": self.has_vote, "state": self.state, "primary": self.primary, "note": self.note}
+                "has_vote": self.has_vote, "state": self.state, "primary": self.primary, "note": self.note,
+                "api_answers": self.api}
 
 
 def _state_name(entry: dict | None) -> str:
@@ -117,12 +120,14 @@ def _pool_address(entry: dict) -> str:
 
 
 def status_rows(records: list[MachineRecord], config: dict | None, status: dict | None, pool: list[dict] = (),
-                stale: frozenset = frozenset()) -> list[StatusRow]:
+                stale: frozenset = frozenset(), api_answers: dict[str, bool] | None = None) -> list[StatusRow]:
     """One row per machine: pool hosts in pool order, then recorded machines not in the pool (by name), then
     members that belong to no machine (by member _id).
 
     A machine's member is the one tagged with its name, else an untagged member at its recorded address. State is
     the member's state; a machine that is not a member is a 'spare' ('no replica set' before the set is initiated).
+    `api_answers` maps API addresses (the record's, else the pool entry's api_address) to whether that API server
+    answered; a row whose address it does not hold (or every row, when it is None) has api None.
     """
     members = member_states(config, status, stale)
     by_tag = {m.machine: m for m in members if m.machine}
@@ -131,6 +136,9 @@ def status_rows(records: list[MachineRecord], config: dict | None, status: dict 
     names = [str(p.get("name")) for p in pool]
     names += [r.name for r in sorted(records, key=lambda r: r.name) if r.name not in names]
     addresses = {str(p.get("name")): _pool_address(p) for p in pool}
+    apis = {str(p.get("name")): p.get("api_address") for p in pool}
+    apis.update({r.name: r.api_address for r in records})
+    answers = api_answers or {}
     outside = "spare" if config is not None else "no replica set"
     rows, used = [], set()
     for name in names:
@@ -142,10 +150,12 @@ def status_rows(records: list[MachineRecord], config: dict | None, status: dict 
             used.add(member.member_id)
             rows.append(StatusRow(name, member.host, record.wants_vote if record else None, member.votes > 0,
                                   member.state, member.primary,
-                                  member.note if record else _join(member.note, "no machine record")))
+                                  member.note if record else _join(member.note, "no machine record"),
+                                  answers.get(apis.get(name))))
         else:
             address = record.mongo_address if record else addresses.get(name, "")
-            rows.append(StatusRow(name, address, record.wants_vote if record else None, None, outside, False, ""))
+            rows.append(StatusRow(name, address, record.wants_vote if record else None, None, outside, False, "",
+                                  answers.get(apis.get(name))))
     for member in members:
         if member.member_id not in used:
             note = "no machine record" if member.machine else "not a state machine (no tag, no record at its address)"
@@ -174,5 +184,5 @@ def status_table(rows: list[StatusRow]) -> list[str]:
     lines = [line(TABLE_COLUMNS)]
     for row in rows:
         lines.append(line([row.machine, row.address, _cell(row.wants_vote), _cell(row.has_vote), row.state,
-                           "*" if row.primary else "", row.note]))
+                           "*" if row.primary else "", _cell(row.api), row.note]))
     return lines
