@@ -1170,6 +1170,10 @@ class Node:
         """
         if at is None:
             at = Timestamp(self.commit_point[1], self.commit_point[2])
+        elif (at.time, at.inc) > (self.applied[1], self.applied[2]):
+            # The node's last applied optime stands for its cluster time (the simulator gossips none).
+            raise CommandError("InvalidOptions", f"readConcern atClusterTime value {at} must not be greater than "
+                               "the current clusterTime")
         elif not await self.wait_for(lambda: (self.commit_point[1], self.commit_point[2]) >= (at.time, at.inc),
                                      (max_time_ms or 60000) / 1000):
             raise CommandError("MaxTimeMSExpired", f"operation exceeded time limit waiting for the majority "

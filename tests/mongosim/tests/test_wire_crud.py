@@ -185,3 +185,31 @@ def test_direct_secondary_read_sees_replicated_write(mongosim_cluster):
     c.client().app.get_collection("r", write_concern=WriteConcern(w=2, wtimeout=10000)).insert_one({"_id": 1})
     s = next(m for m in c.members if m is not p)
     assert s.client(readPreference="secondaryPreferred").app.r.find_one() == {"_id": 1}
+
+
+def test_snapshot_read_at_cluster_time_sees_the_data_of_then(one):
+    """readConcern snapshot (mongod 5.0+, outside transactions): find at atClusterTime returns the documents as of
+    that time and names the time in the cursor; a pymongo snapshot session reads every collection at one time."""
+    client = one.client()
+    db = client.get_database("app", write_concern=WriteConcern(w="majority"))
+    db.a.insert_many([{"_id": i} for i in range(3)])
+    db.b.insert_one({"_id": "b0"})
+    at = client.admin.command("replSetGetStatus")["optimes"]["readConcernMajorityOpTime"]["ts"]
+    db.a.insert_one({"_id": 3})
+    db.a.delete_one({"_id": 0})
+    db.b.insert_one({"_id": "b1"})
+
+    then = db.command("find", "a", readConcern={"level": "snapshot", "atClusterTime": at})["cursor"]
+    assert [d["_id"] for d in then["firstBatch"]] == [0, 1, 2] and then["atClusterTime"] == at
+    now = db.command("find", "a", readConcern={"level": "snapshot"})["cursor"]
+    assert [d["_id"] for d in now["firstBatch"]] == [1, 2, 3] and now["atClusterTime"] > at
+
+    with client.start_session(snapshot=True) as s:
+        first = [d["_id"] for d in db.a.find(session=s)]
+        db.b.insert_one({"_id": "b2"})
+        assert [d["_id"] for d in db.b.find(session=s)] == ["b0", "b1"]
+    assert first == [1, 2, 3]
+
+    with pytest.raises(OperationFailure) as e:
+        db.command("find", "a", readConcern={"level": "snapshot", "atClusterTime": bson.Timestamp(at.time + 3600, 1)})
+    assert e.value.code == 72
