@@ -20,8 +20,8 @@ description:
     is V(no replica set). Neither is a set where no seed answers at all (before mongod is installed), for which
     RV(answered) is false as well.
   - With O(probe_api), every machine's API server is asked C(GET /v1/live) from where the module runs, all at once
-    and each for at most O(api_timeout) seconds; only an HTTP 200 answer with the JSON C({"status": "ok"}) counts as
-    answering. RV(rows[].api_answers) and the table's API column report it.
+    and each for at most O(api_timeout) seconds; only an HTTP 200 answer whose JSON body has C(status) V(ok)
+    counts as answering. RV(rows[].api_answers) and the table's API column report it.
   - Before 0.2.0 this module was called C(stateserver.ha.ha_status); that name still works and redirects here.
 author:
   - stateserver.ha developers (@stateserver)
@@ -68,11 +68,11 @@ options:
     default: 1.0
   api_scheme:
     description:
-      - V(https) for API servers that serve TLS (the default of the M(stateserver.ha.api_server) role's servers),
-        V(http) for servers started with plain HTTP.
+      - V(http) for API servers that serve plain HTTP (the C(stateserver.ha.api_server) role's default,
+        C(api_server_tls=false)), V(https) for servers that serve TLS.
     type: str
-    choices: [https, http]
-    default: https
+    choices: [http, https]
+    default: http
   api_ca_file:
     description:
       - CA certificate file (PEM) to verify the API servers' certificates with, for O(api_scheme=https); typically
@@ -177,8 +177,8 @@ rows:
       sample: ""
     api_answers:
       description:
-        - Whether the machine's API server answered C(GET /v1/live) with C({"status": "ok"}); null when it was not
-          asked (O(probe_api=false), or a member that belongs to no machine).
+        - Whether the machine's API server answered C(GET /v1/live) with C(status) V(ok) (HTTP 200); null when it
+          was not asked (O(probe_api=false), or a member that belongs to no machine).
       type: bool
       sample: true
 table:
@@ -302,7 +302,7 @@ def main() -> None:
         "api_address": {"type": "str"},
         "reachable": {"type": "bool"},
     }}, probe_api={"type": "bool", "default": True}, api_timeout={"type": "float", "default": 1.0},
-        api_scheme={"type": "str", "default": "https", "choices": ["https", "http"]},
+        api_scheme={"type": "str", "default": "http", "choices": ["http", "https"]},
         api_ca_file={"type": "path"})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)

@@ -303,8 +303,8 @@ def test_status_says_which_machines_api_server_answers_its_liveness_check(tmp_pa
                 {"name": "sm4", "address": "127.20.9.4", "api_address": secure}]
         status = {**conn(silent), "pool": pool}
         run = run_tasks(tmp_path / "probe", [
-            {STATUS: {**status, "api_scheme": "http"}},
-            {STATUS: {**status, "api_ca_file": ca.path}},
+            {STATUS: status},
+            {STATUS: {**status, "api_scheme": "https", "api_ca_file": ca.path}},
             {STATUS: {**status, "api_scheme": "https"}},
             {STATUS: {**status, "probe_api": False}},
         ])
