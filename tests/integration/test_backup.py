@@ -194,3 +194,22 @@ def test_a_backup_taken_during_writes_is_one_point_in_time(tmp_path, cluster_fac
     assert [u["_id"] for u in units] == [f"w/{i:06d}" for i in range(len(units))]
     # The copy is of a point during the run, and writes went on after it.
     assert 50 < n < before_stop
+
+
+def test_bad_input_is_refused_before_any_connection(tmp_path):
+    """Nothing listens at the seed: each refusal comes from the input alone, with what to fix."""
+    seeds = {"seeds": ["127.20.255.254"], "server_selection_timeout": 2}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"format": "mongodump", "collections": {}}))
+    run = run_tasks(tmp_path / "run", [
+        {BACKUP: {**seeds, "dest": str(tmp_path / "b"), "retain": 0}},
+        {RESTORE: {**seeds, "path": str(empty)}},
+        {RESTORE: {**seeds, "path": str(other)}},
+    ])
+    assert run[0]["failed"] and "retain must be at least 1" in run[0]["msg"]
+    assert not (tmp_path / "b").exists()
+    assert run[1]["failed"] and "holds no manifest.json" in run[1]["msg"]
+    assert run[2]["failed"] and "has format 'mongodump'" in run[2]["msg"] and "nothing was written" in run[2]["msg"]
