@@ -236,7 +236,7 @@ def uncommitted_new_primary(cluster: Cluster, rs: ReplSet) -> int:
 
 
 def tuple_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
+    host, port = address.rsplit(":", 1)
     return host, int(port)
 
 
