@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -177,3 +178,17 @@ def api(name: str, method: str, path: str, token: str | None = None, **kwargs: A
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.request(method, f"http://{address(name)}:17070{path}", headers=headers, timeout=15, **kwargs)
+
+
+def wipe_mongod_data(name: str, dbpath: str = "/var/lib/mongodb") -> None:
+    """Empty a powered-off host's mongod data directory through its disk as the controller mounts it (the host's
+    overlay root stays mounted while it is off), as a replacement machine at the same address would start."""
+    host = next(h for h in hosts() if h["name"] == name)
+    data = Path(host["dir"]) / "root" / dbpath.lstrip("/")
+    if not data.is_dir():
+        raise AssertionError(f"{name}: no data directory at {data} (is the host's root mounted?)")
+    for entry in data.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
