@@ -1,6 +1,8 @@
-"""default: 1 -> 3 state machines. Runs on every host (testinfra) and reads the set through pymongo."""
+"""default: 1 -> 3 state machines, then m1 retired for the spare m4 (the seed's gap: no way to switch away from a
+state server). Runs on every host (testinfra) and reads the set through pymongo."""
 
 import socket
+import threading
 
 import hatest
 import yaml
@@ -86,3 +88,76 @@ def test_a_config_change_restarts_members_one_at_a_time_primary_last():
     assert hatest.machine_of_host(hatest.primaries(status)[0]) != old_primary
     for name in EXPECTED:
         assert "LimitNOFILE=8000" in hatest.ssh(name, "cat /etc/systemd/system/mongod.service")
+
+
+def set_view():
+    """The replica set members (by machine, with votes) and the machine records: what a retirement changes."""
+    config = hatest.replset_config()
+    with hatest.client() as c:
+        records = sorted((r["_id"], r["wants_vote"], r["mongo_address"]) for r in c.stateserver.machines.find())
+    return sorted((hatest.machine_of(m), m["host"], m.get("votes", 1)) for m in config["members"]), records
+
+
+def test_retire_check_mode_changes_nothing():
+    before = set_view()
+    proc = hatest.run_playbook("retire-machine.yml", "-e", "machine=m1", "-e", "mongod_limit_nofile=8000", "--check")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert set_view() == before
+
+
+class Writer(threading.Thread):
+    """A unit's writes with w: majority, one after another; keeps the ids the set acknowledged."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.acked, self.errors = [], []
+
+    def run(self):
+        with hatest.client(w="majority", wtimeoutMS=10000, serverSelectionTimeoutMS=30000) as c:
+            i = 0
+            while not self.stop.is_set():
+                try:
+                    c.stateserver.retire_probe.insert_one({"_id": i})
+                    self.acked.append(i)
+                except Exception as exc:  # noqa: BLE001 - an unacknowledged write is counted, not fatal
+                    self.errors.append(repr(exc))
+                i += 1
+                self.stop.wait(0.2)
+
+
+def test_retire_m1_moves_its_vote_to_the_spare_while_a_unit_writes():
+    writer = Writer()
+    writer.start()
+    try:
+        # The role's settings as the scenario last applied them, so the machines that stay are not restarted.
+        proc = hatest.run_playbook("retire-machine.yml", "-e", "machine=m1", "-e", "mongod_limit_nofile=8000")
+    finally:
+        writer.stop.set()
+        writer.join(60)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+    hatest.healthy_voters(3)
+    members, records = set_view()
+    assert [(name, votes) for name, _, votes in members] == [("m2", 1), ("m3", 1), ("m4", 1)]
+    assert f"{hatest.address('m1')}:37017" not in [host for _, host, _ in members]
+    assert [(name, wants) for name, wants, _ in records] == [("m2", True), ("m3", True), ("m4", True)]
+
+    for unit in ("stateserver-api", "mongod"):
+        assert hatest.ssh_run("m1", f"systemctl is-active {unit}").stdout.strip() in ("inactive", "failed")
+        assert hatest.ssh_run("m1", f"systemctl is-enabled {unit}").stdout.strip() == "disabled"
+    assert hatest.ssh("m1", "ls -A /var/lib/mongodb").strip(), "m1's data directory was not kept"
+
+    assert len(writer.acked) > 10, writer.errors[-5:]
+    with hatest.client(w="majority") as c:
+        stored = {d["_id"] for d in c.stateserver.retire_probe.find({}, {"_id": 1})}
+    assert set(writer.acked) <= stored
+
+    token = hatest.api_token()
+    m1_api = f"{hatest.address('m1')}:17070"
+    for name in ("m2", "m3", "m4"):
+        published = hatest.wait_until(
+            lambda name=name: hatest.api(name, "GET", "/v1/api-addresses", token).json()["addresses"], 60,
+            f"the API on {name} to publish addresses")
+        assert m1_api not in published, (name, published)
+        assert f"{hatest.address('m4')}:17070" in published, (name, published)
