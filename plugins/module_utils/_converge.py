@@ -6,9 +6,9 @@
 """The convergence loop of peergroup: plan from observed state, send one step, wait until the set is ready, repeat.
 
 This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(); waits back off
-from the set's own heartbeat interval (settings.heartbeatIntervalMillis), doubling, capped at a few heartbeats, and
-start again from one heartbeat after progress: a reconfig propagates in about one heartbeat, so an even voter count
-in the middle of a growth is held no longer than the next member's readiness needs. Readiness is a pure predicate
+from a quarter of the set's own heartbeat interval (settings.heartbeatIntervalMillis), doubling, capped at two
+heartbeats, and start again from a quarter heartbeat after progress: mongod sends heartbeats at once after a reconfig,
+so an even voter count in the middle of a growth is held no longer than the next member's readiness needs. Readiness is a pure predicate
 over a replSetGetStatus document. Check mode plans the whole sequence (assuming every member becomes ready) and
 sends nothing.
 
@@ -66,8 +66,10 @@ from ansible_collections.stateserver.ha.plugins.module_utils._status import memb
 PRIMARY = 1
 # mongod's default settings.heartbeatIntervalMillis, for a config that does not say.
 DEFAULT_HEARTBEAT = 2.0
-# Waits grow to at most this many heartbeats (and never beyond MAX_DELAY seconds).
-CAP_HEARTBEATS = 4
+# Waits grow to at most this many heartbeats (and never beyond MAX_DELAY seconds), from a quarter of one (at least
+# MIN_DELAY seconds).
+CAP_HEARTBEATS = 2
+MIN_DELAY = 0.05
 MAX_DELAY = 16.0
 # A reconfig's own server-side wait (maxTimeMS) for the previous config to commit.
 MAX_RECONFIG_WAIT = 60.0
@@ -148,8 +150,12 @@ class Backoff:
 
     @classmethod
     def for_heartbeat(cls, interval: float) -> Backoff:
-        """Start at one heartbeat, grow to CAP_HEARTBEATS of them (at most MAX_DELAY s)."""
-        return cls(initial=interval, cap=min(MAX_DELAY, interval * CAP_HEARTBEATS))
+        """Start at a quarter heartbeat, grow to CAP_HEARTBEATS of them (at most MAX_DELAY s).
+
+        mongod sends heartbeats at once after a reconfig or a state change, so the set usually shows a step ready
+        well before the next periodic heartbeat; a read costs one replSetGetStatus.
+        """
+        return cls(initial=max(MIN_DELAY, interval / 4), cap=min(MAX_DELAY, interval * CAP_HEARTBEATS))
 
     def next(self) -> float:
         delay = self.current
@@ -544,7 +550,7 @@ class _Loop:
                                 f"MongoDB would reject it: {'; '.join(errors)}")
             landed = self.rs.reconfig(step.config, max_time=min(MAX_RECONFIG_WAIT, max(1.0, self.deadline.remaining())))
         except PrimaryChanged as exc:
-            # Re-read after one heartbeat: the election that moved the primary has settled by then or shows.
+            # Re-read from a quarter heartbeat on: the election that moved the primary shows by then or soon after.
             self.backoff.reset()
             self.wait([str(exc)])
             return

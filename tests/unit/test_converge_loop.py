@@ -191,7 +191,7 @@ def test_waits_for_config_to_propagate_before_the_next_step(monkeypatch):
     rs.status_override = lag
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
-    assert clock.sleeps[:2] == [2.0, 4.0]
+    assert clock.sleeps[:2] == [0.5, 1.0]
     assert len(rs.sent) == 1
 
 
@@ -213,7 +213,7 @@ def test_interrupted_reconfig_that_did_not_land_is_replanned_after_backoff(monke
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
     assert [c["version"] for c in rs.sent] == [2, 2]
-    assert clock.sleeps == [2.0]
+    assert clock.sleeps == [0.5]
 
 
 def test_timeout_carries_the_partial_result(monkeypatch):
@@ -259,7 +259,7 @@ def test_step_down_waits_for_the_new_primary_and_replans_from_its_own_view(monke
     assert rs.stepped_down_hosts == ["h0:37017"] and rs.sent == []
     assert outcome.steps == [{"action": "step_down", "machine": "m0", "member_id": 0, "config_version": 1}]
     assert rs.read_via == [None, None, "h1:37017"]  # the start, the round that stepped down, the new primary's view
-    assert clock.sleeps == [2.0]  # one wait while no member said it was primary
+    assert clock.sleeps == [0.5]  # one wait while no member said it was primary
 
 
 def test_a_step_down_is_sent_only_to_the_member_the_step_names(monkeypatch):
@@ -275,7 +275,7 @@ def test_a_step_down_is_sent_only_to_the_member_the_step_names(monkeypatch):
     rs.step_down = step_down
     outcome = _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
     assert rs.stepped_down_hosts == ["h0:37017"] and outcome.steps == [] and outcome.converged
-    assert rs.read_via == [None, None, None]  # re-read after one heartbeat, not from a "new primary"
+    assert rs.read_via == [None, None, None]  # re-read after a quarter heartbeat, not from a "new primary"
 
 
 def test_a_step_mongodb_would_reject_is_not_sent(monkeypatch):
@@ -344,7 +344,7 @@ def test_read_settled_waits_out_an_election_but_not_a_lost_majority():
     rs.status_override = electing
     view = _converge.read_settled(rs, 30, clock=clock, sleep=clock.sleep)
     assert _converge.primary_host(view.status) == "h0:37017"
-    assert clock.sleeps == [2.0, 4.0]
+    assert clock.sleeps == [0.5, 1.0]
 
     rs2, clock2 = FakeSet(config(3, [member(0), member(1), member(2)])), Clock()
     rs2.status_override = lambda cfg: status(cfg, states={0: 2}, health={1: 0, 2: 0})
@@ -367,7 +367,7 @@ def test_a_refusal_that_clears_is_re_read_and_re_planned_after_backoff(monkeypat
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
     assert [c["version"] for c in rs.sent] == [2, 2, 2]
-    assert clock.sleeps == [2.0, 4.0]
+    assert clock.sleeps == [0.5, 1.0]
     assert [s["action"] for s in outcome.steps] == ["promote"]
 
 
@@ -414,7 +414,7 @@ def test_node_not_electable_re_reads_and_steps_the_new_primary_down_first(monkey
     assert [s["action"] for s in outcome.steps] == ["step_down", "demote"]
     assert rs.stepped_down == 1
     assert [c["version"] for c in rs.sent] == [2, 2]
-    assert clock.sleeps == [2.0]  # one heartbeat, then re-read
+    assert clock.sleeps == [0.5]  # a quarter heartbeat, then re-read
 
 
 def test_incompatible_config_with_the_version_unchanged_fails_at_once_with_the_servers_words(monkeypatch):
@@ -467,7 +467,7 @@ def test_an_interrupted_reconfig_that_landed_late_is_counted_once_and_not_resent
     assert outcome.steps == [{"action": "promote", "machine": "m1", "member_id": 1, "config_version": 2}]
 
 
-def test_waits_start_at_the_sets_heartbeat_interval(monkeypatch):
+def test_waits_start_at_a_quarter_of_the_sets_heartbeat_interval(monkeypatch):
     scripted_planner(monkeypatch, [member(0), member(1)])
     cfg = dict(config(1, [member(0), member(1, votes=0)]), settings={"heartbeatIntervalMillis": 200})
     rs, clock = FakeSet(cfg), Clock()
@@ -480,7 +480,7 @@ def test_waits_start_at_the_sets_heartbeat_interval(monkeypatch):
         return status(c)
     rs.status_override = lag
     _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
-    assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 0.8, 0.8])  # capped at four heartbeats
+    assert clock.sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.4])  # capped at two heartbeats
 
 
 @pytest.mark.parametrize("cfg, st, seconds", [
