@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from cluster import MACHINE_TAG, SET_NAME, SETTINGS
 from playbook import REPO, ansible_env, run_tasks
 from pymongo import MongoClient
@@ -174,3 +175,18 @@ def test_the_modules_converge_a_set_on_ipv6_loopback(tmp_path):
         assert [r["mongo_address"] for r in records] == members.addresses
     finally:
         members.stop()
+
+
+@pytest.mark.parametrize("bind, extra, ipv6", [("::1", [], True), ("192.0.2.13", ["2001:db8::13"], True),
+                                               ("192.0.2.13", [], False)])
+def test_mongod_conf_turns_ipv6_on_exactly_when_it_binds_an_ipv6_address(tmp_path, bind, extra, ipv6):
+    template = REPO / "roles" / "mongod" / "templates" / "mongod.conf.j2"
+    run = run_tasks(tmp_path, [{
+        "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.template', template_path) }}"},
+        "vars": {"mongod_bind_address": bind, "mongod_bind_extra": extra, "mongod_port": 37017, "mongod_dbpath": "/d",
+                 "mongod_logpath": "/l", "__mongod_replset_name": SET_NAME, "mongod_keyfile_path": "/k",
+                 "template_path": str(template)},
+    }])
+    conf = yaml.safe_load(run[0]["msg"])
+    assert conf["net"]["bindIp"].split(",")[0] == bind
+    assert conf["net"].get("ipv6", False) is ipv6
