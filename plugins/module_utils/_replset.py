@@ -235,7 +235,9 @@ class ReplSet:
             self._client.close()
             self._client = None
 
-    def _direct(self, seed: str, auth: bool = False):
+    def direct(self, seed: str, auth: bool = False):
+        """A client connected to one member only (directConnection), with the run's options; `auth` keeps the
+        credentials (commands beyond hello need them). Use it as a context manager."""
         opts = dict(self.options)
         opts["directConnection"] = True
         if not auth:
@@ -254,7 +256,7 @@ class ReplSet:
         except OSError as exc:
             return f"nothing answers at {seed}: {exc.strerror or exc}"
         try:
-            with self._direct(seed) as client:
+            with self.direct(seed) as client:
                 return client.admin.command("hello")
         except PyMongoError as exc:
             return str(exc)
@@ -344,7 +346,7 @@ class ReplSet:
             self.discover()
         if not self.initiated:
             return ReplSetView(config=None, status=None, now=_utcnow())
-        direct = self._direct(via, auth=True) if via else None
+        direct = self.direct(via, auth=True) if via else None
         try:
             # mongod hides its own newlyAdded flag unless asked; without it a member that does not count as a
             # voter yet would read as one, and a run could report converged too early.
@@ -466,7 +468,7 @@ class ReplSet:
         """
         election = None
         try:
-            with self._direct(host, auth=True) as client:
+            with self.direct(host, auth=True) as client:
                 hello = client.admin.command("hello")
                 if not (hello.get("isWritablePrimary") and address_key(str(hello.get("me") or "")) == address_key(host)):
                     raise PrimaryChanged(f"{host} is not the primary now (it names {hello.get('primary') or 'none'}); "

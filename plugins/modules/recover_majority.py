@@ -186,7 +186,7 @@ def read_members(rs: ReplSet) -> tuple[dict, dict]:
 def force(module, rs: ReplSet, host: str, config: dict) -> tuple[str | None, int | None]:
     """Send the forced config to `host`, then wait for a primary; (primary host or None, installed version)."""
     try:
-        with rs._direct(host, auth=True) as client:
+        with rs.direct(host, auth=True) as client:
             client.admin.command({"replSetReconfig": config, "force": True})
     except PyMongoError as exc:
         module.fail_json(msg=f"the forced reconfig was refused by {host}: {exc}; nothing was changed", changed=False)

@@ -150,13 +150,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
-    client_options,
 )
 
 try:
     from bson.codec_options import CodecOptions
     from bson.raw_bson import RawBSONDocument
-    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 except ImportError:
     pass  # HAS_PYMONGO is False; main() reports it
@@ -169,9 +167,8 @@ def read_snapshot(params: dict, allow_primary: bool) -> dict:
         if view.config is None:
             raise ReplSetError(f"replica set {rs.set_name!r} is not initiated: there is nothing to back up")
         source = choose_source(view.status, allow_primary)
-        opts = {**client_options(rs.params), "directConnection": True}
         try:
-            with MongoClient(source, **opts) as client:
+            with rs.direct(source, auth=True) as client:
                 return _read(client, source, view.config, allow_primary)
         except PyMongoError as exc:
             raise ReplSetError(f"reading the backup from {source} failed: {exc}") from exc
