@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.stateserver.ha.plugins.module_utils._model import MACHINE_TAG, MachineRecord
+from ansible_collections.stateserver.ha.plugins.module_utils._model import MACHINE_TAG, MachineRecord, same_config
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     PeerGroupError,
     convergence_report,
@@ -196,7 +196,8 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
     """Why the set is not ready for the next reconfig ([] when it is).
 
     Ready means: exactly one primary, health 1 on every member in `expect_up` that is still in the set, and every
-    healthy member reporting the primary's configVersion and configTerm (the last reconfig has propagated).
+    healthy member reporting the primary's configVersion and configTerm (the last reconfig has propagated; a
+    term of -1 from a force reconfig compares versions only, as mongod does).
     """
     if not status:
         return ["no replica set status could be read"]
@@ -214,7 +215,7 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
             if member.get("health") != 1 or member is found[0]:
                 continue
             have = (member.get("configVersion"), member.get("configTerm"))
-            if have != want:
+            if not same_config(*have, *want):
                 reasons.append(f"member {member['name']} has config version/term {have}, the primary {want}")
     return reasons
 

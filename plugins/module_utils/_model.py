@@ -117,6 +117,16 @@ class MemberStatus:
                    last_heartbeat_recv=recv, uptime=int(doc.get("uptime", 0)), self=bool(doc.get("self", False)))
 
 
+def same_config(version_a, term_a, version_b, term_b) -> bool:
+    """mongod's ConfigVersionAndTerm equality: a term of -1 (set by a force reconfig) compares versions only.
+
+    A member that installed the forced config keeps term -1 after the new primary writes the same version with its
+    term; mongod counts that member as having the config, so it must not hold convergence back."""
+    if term_a == -1 or term_b == -1:
+        return version_a == version_b
+    return (version_a, term_a) == (version_b, term_b)
+
+
 @dataclass(frozen=True)
 class ReplSetView:
     """What was read from the set at one moment: config (None before initiate), status and the server's clock."""

@@ -26,6 +26,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._model import (
     ReplSetView,
     members_of,
     primary_of,
+    same_config,
     statuses_of,
 )
 
@@ -382,8 +383,8 @@ def convergence_report(view: ReplSetView, machines: list[MachineRecord]) -> tupl
         if st is None or not st.ready:
             state = st.state_str if st else "not in the status"
             reasons.append(f"{role} {_machine_name(mem)} ({mem.host}) is {state}, not a healthy PRIMARY/SECONDARY")
-        elif len(primaries) == 1 and (st.config_version, st.config_term) != (
-                primaries[0].config_version, primaries[0].config_term):
+        elif len(primaries) == 1 and not same_config(st.config_version, st.config_term,
+                                                     primaries[0].config_version, primaries[0].config_term):
             reasons.append(f"{role} {_machine_name(mem)} has config version {st.config_version} term "
                            f"{st.config_term}, the primary {primaries[0].config_version} term "
                            f"{primaries[0].config_term}")

@@ -599,3 +599,20 @@ def test_a_step_that_adds_another_sets_member_is_not_sent(monkeypatch):
     with pytest.raises(_converge.PlanError, match="refusing to add machine m1 .*'other'.*nothing was changed"):
         _converge.converge(rs, 60, clock=clock, sleep=clock.sleep)
     assert rs.sent == []
+
+
+def with_terms(st: dict, terms: dict) -> dict:
+    for m in st["members"]:
+        m["configTerm"] = terms.get(m["_id"], m["configTerm"])
+    return st
+
+
+@pytest.mark.parametrize("terms, version, ready", [
+    ({1: -1}, {}, True),           # kept the forced config (term -1) after the primary wrote it with its term
+    ({0: -1}, {}, True),           # the primary still has the forced config's -1
+    ({1: -1}, {1: 2}, False),      # term -1 compares versions only: an older version is still behind
+    ({1: 0}, {}, False),           # two real terms differ: not propagated
+])
+def test_readiness_follows_mongods_config_version_and_term_equality(terms, version, ready):
+    st = with_terms(status(config(3, [member(0), member(1)]), version=version), terms)
+    assert (_converge.not_ready(st, set()) == []) is ready

@@ -254,6 +254,11 @@ def test_converged_needs_matching_config_version_and_term_and_no_newly_added():
     v.status["members"][3]["configVersion"] = 3
     v.status["members"][1]["configTerm"] = 0
     assert not convergence_report(v, machines)[0]
+    v.status["members"][1]["configTerm"] = -1  # kept the force reconfig's term: mongod compares versions only
+    assert convergence_report(v, machines) == (True, [])
+    v.status["members"][1]["configVersion"] = 2
+    assert not convergence_report(v, machines)[0]
+    v.status["members"][1]["configVersion"] = 3
     v.status["members"][1]["configTerm"] = 1
     cfg["members"][2]["newlyAdded"] = True
     ok, reasons = convergence_report(v, machines)

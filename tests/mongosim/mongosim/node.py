@@ -530,7 +530,7 @@ class Node:
                 n += 1
             else:
                 info = self.members.get(m["_id"])
-                if info and (info.config_version, info.config_term) == mine:
+                if info and rsconfig.same_version((info.config_version, info.config_term), mine):
                     n += 1
         return n >= maj.majority_vote
 

@@ -187,6 +187,13 @@ def version_key(cfg: dict) -> tuple[int, int]:
     return int(cfg.get("version", 0)), int(cfg.get("term", -1))
 
 
+def same_version(a: tuple, b: tuple) -> bool:
+    """ConfigVersionAndTerm equality: a term of -1 (a force reconfig's) compares versions only."""
+    if a[1] == -1 or b[1] == -1:
+        return a[0] == b[0]
+    return a == b
+
+
 def newer(a: dict | tuple, b: dict | tuple | None) -> bool:
     """True when config ``a`` supersedes ``b`` (ConfigVersionAndTerm ordering)."""
     if b is None:

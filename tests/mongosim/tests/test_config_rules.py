@@ -248,3 +248,15 @@ def test_new_voter_is_newly_added_until_synced(mongosim_cluster):
     st = c.wait_for_states({extra.index: "SECONDARY"}, 30)
     c.wait_for(lambda: cl.admin.command("replSetGetStatus")["votingMembersCount"] == 3, 20)
     assert st["set"] == c.set_name
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ((5, -1), (5, 2), True),     # a force reconfig's term -1: versions only
+    ((5, 2), (5, -1), True),
+    ((4, -1), (5, 2), False),
+    ((5, 1), (5, 2), False),     # two real terms must match
+    ((5, 2), (5, 2), True),
+])
+def test_config_version_and_term_equality_is_mongods(a, b, same):
+    from mongosim import rsconfig
+    assert rsconfig.same_version(a, b) is same
