@@ -3,7 +3,8 @@
 - The first address is chosen at random (a seedable RNG); the address that worked is stored in a cache file (write a
   temporary file, then rename) and is tried first next time.
 - The other addresses are dialled in parallel with a 50 ms stagger, so a dead address costs no full timeout.
-- The address list is refreshed from the API's published addresses (the state-machine records).
+- The address list is refreshed from the API's published addresses (the state-machine records); once the API has
+  published a list it replaces the configured one, so a retired machine drops out of the dial list.
 - A write carries a request id that stays the same across retries, so the server applies it once.
 - HTTPS verifying the deployment CA (ca_file): a server whose certificate that CA did not sign, or whose names do not
   include the address dialled, loses the race like a server that is down, and the refusal is logged.
@@ -249,8 +250,10 @@ class StateClient:
         self.close()
 
     def addresses(self) -> list[str]:
-        """Published addresses first-class, configured ones kept as a fallback (a stale one costs one stagger)."""
-        return dedupe(self.cache.published + self.configured)
+        """The dial list: the published addresses once the API has published any, else the configured ones. The
+        records are the truth about which machines serve the API, so a retired machine's address is dropped even
+        when the unit was configured with it (as Juju's agent rewrites its configured addresses)."""
+        return dedupe(self.cache.published or self.configured)
 
     def order(self) -> list[str]:
         return dial_order(self.addresses(), self.cache.last_address, self.rng)
@@ -279,8 +282,19 @@ class StateClient:
 
     def connect(self, need_primary: bool = True) -> str:
         """Dial in order (sticky first, others staggered) and remember the winner atomically."""
-        address, _ = dial_first(self.order(), lambda a: self._probe(a, need_primary), self.stagger,
-                                timeout=self.http.timeout.read or 15.0)
+        def probe(address: str) -> str:
+            return self._probe(address, need_primary)
+
+        timeout = self.http.timeout.read or 15.0
+        try:
+            address, _ = dial_first(self.order(), probe, self.stagger, timeout=timeout)
+        except DialError:
+            # A last resort, not part of the dial list: a unit whose cached list went stale while every machine on it
+            # was replaced still reaches the API through addresses its operator has since configured.
+            unlisted = [a for a in self.configured if a not in self.addresses()]
+            if not unlisted or self.refused_token:
+                raise
+            address, _ = dial_first(dial_order(unlisted, None, self.rng), probe, self.stagger, timeout=timeout)
         self.current = address
         if self.cache.last_address != address:
             self.cache.last_address = address
