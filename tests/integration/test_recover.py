@@ -4,13 +4,15 @@ Two of three voters are killed for good. recover_majority refuses without the se
 mode, then forces the config to the survivor; ensure_availability and peergroup bring the set back to 3 from
 spares. Every write acknowledged before the loss is present because it had reached every member before the loss:
 a write acknowledged by a majority that does not include a survivor is what a forced reconfig can lose, and the
-module says so in its report.
+module says so in its report. A partition is not a loss: members a survivor still sees, and survivors that only
+cannot reach each other, are refused with nothing changed.
 """
 
 from __future__ import annotations
 
 import pytest
-from cluster import MACHINE_TAG, Cluster
+from cluster import MACHINE_TAG, SET_NAME, SETTINGS, Cluster
+from mongosim.testing import using_real_mongod
 from playbook import run_tasks
 from pymongo import MongoClient
 from test_modules import Writer, assert_converged, ea, pg, voters
@@ -27,6 +29,83 @@ def recover(cluster: Cluster, confirm: str, **extra) -> dict:
 def count_on(cluster: Cluster, index: int) -> int:
     with MongoClient(cluster.addresses[index], directConnection=True, serverSelectionTimeoutMS=3000) as c:
         return c.get_database("writer").get_collection("docs").count_documents({})
+
+
+def three_voters(cluster: Cluster, **settings) -> None:
+    """Initiate sm1..sm3 as one set of three voters (as ensure-ha.yml leaves it) and wait until all are healthy."""
+    members = [{"_id": i, "host": cluster.addresses[i], "tags": {MACHINE_TAG: cluster.names[i]}} for i in range(3)]
+    with cluster.direct(0) as c:
+        c.admin.command("replSetInitiate", {"_id": SET_NAME, "version": 1, "members": members,
+                                            "settings": {**SETTINGS, **settings}})
+    cluster.wait_for(lambda: cluster.primary_name() and all(
+        m["health"] == 1 and m["state"] in (1, 2) for m in cluster.read()[1]["members"]), 30, "three healthy voters")
+
+
+def configs(cluster: Cluster, indexes) -> list[dict]:
+    """Each member's config without its term, which elections move (a reconfig changes the version)."""
+    return [{k: v for k, v in cluster.direct_config(i).items() if k != "term"} for i in indexes]
+
+
+def test_members_a_survivor_still_sees_are_not_lost(tmp_path, cluster_factory):
+    """The controller cannot reach two of three voters, but the survivor's own status still has them healthy:
+    from the survivor's side there is no loss, so recover_majority refuses and nothing changes. The two are frozen
+    (SIGSTOP: they keep their sockets and stop answering), and the survivor keeps them healthy for the set's
+    heartbeatTimeoutSecs, here long enough for the whole run; the test checks that it did."""
+    cluster = cluster_factory(size=3)
+    three_voters(cluster, heartbeatTimeoutSecs=90)
+    primary = cluster.primary_name()
+    survivor = next(n for n in cluster.names if n != primary)
+    s = cluster.names.index(survivor)
+    frozen = [i for i in range(3) if i != s]
+    before = configs(cluster, range(3))
+    for i in frozen:
+        cluster.sim.freeze(i)
+    try:
+        # A frozen member accepts the connection and never answers: a short selection timeout bounds each probe.
+        run = run_tasks(tmp_path / "partition", [recover(cluster, "stateserver", server_selection_timeout=2)])
+        with cluster.direct(s) as c:
+            seen = {m["name"]: m["health"] for m in c.admin.command("replSetGetStatus")["members"]}
+    finally:
+        for i in frozen:
+            cluster.sim.thaw(i)
+    refused = run[0]
+    assert refused.get("failed") is True and refused["changed"] is False, refused
+    assert "a partition is not a loss" in refused["msg"] and "nothing was changed" in refused["msg"], refused["msg"]
+    # The refusal's premise held for the whole run: the survivor still saw both as healthy.
+    assert all(seen[cluster.addresses[i]] == 1 for i in frozen), seen
+    cluster.wait_for(cluster.primary_name, 30, "a primary once the two answer again")
+    assert configs(cluster, range(3)) == before
+    assert sorted(r["name"] for r in cluster.read()[1]["members"]) == sorted(cluster.addresses)
+
+
+@pytest.mark.skipif(using_real_mongod(), reason="cuts member traffic with the simulator's mongosimPartition")
+def test_survivors_cut_off_from_each_other_are_not_a_majority_loss(tmp_path, cluster_factory):
+    """One voter is lost for good and the other two cannot reach each other, so no member is primary; but the
+    controller reaches both, a majority of the votes: the set needs its network mended, not a forced reconfig."""
+    cluster = cluster_factory(size=3)
+    three_voters(cluster)
+    before = configs(cluster, range(3))
+    cluster.kill(0)
+    b, c = cluster.addresses[1], cluster.addresses[2]
+    for index, other in ((1, c), (2, b)):
+        with cluster.direct(index) as client:
+            client.admin.command("configureFailPoint", "mongosimPartition", mode="alwaysOn",
+                                 data={"hosts": [other], "instant": True})
+
+    def no_primary() -> bool:
+        states = []
+        for i in (1, 2):
+            with cluster.direct(i) as client:
+                states.append(client.admin.command("replSetGetStatus")["myState"])
+        return 1 not in states
+
+    cluster.wait_for(no_primary, 30, "the survivors to have no primary")
+    run = run_tasks(tmp_path / "cut", [recover(cluster, "stateserver")])
+    refused = run[0]
+    assert refused.get("failed") is True and refused["changed"] is False, refused
+    assert "not a majority loss" in refused["msg"] and "nothing was changed" in refused["msg"], refused["msg"]
+    assert configs(cluster, (1, 2)) == before[1:]
+    assert no_primary()
 
 
 def test_two_of_three_lost_recovered_to_three_from_spares(tmp_path, cluster_factory):
