@@ -70,6 +70,22 @@ def choose_source(status: dict, allow_primary: bool) -> str:
     raise SourceError(f"no healthy SECONDARY to read the backup from{hint}; members: {seen}")
 
 
+def majority_point(status: dict) -> dict:
+    """The member's majority-committed optime ({ts, t}) from its replSetGetStatus.
+
+    On the primary it covers every write acknowledged with w:majority so far. Raises SourceError when absent.
+    """
+    optime = (status.get("optimes") or {}).get("readConcernMajorityOpTime")
+    if not isinstance(optime, dict) or optime.get("ts") is None:
+        raise SourceError(f"the status of replica set {status.get('set')!r} has no majority-committed optime")
+    return optime
+
+
+def reached(optime: dict, target: dict) -> bool:
+    """Whether `optime` is at or after `target` (term first, then timestamp, as mongod orders optimes)."""
+    return _optime_key(optime) >= _optime_key(target)
+
+
 def _optime_key(optime) -> tuple:
     if not isinstance(optime, dict) or optime.get("ts") is None:
         return (0, 0, 0)

@@ -16,6 +16,9 @@ description:
   - "The copy is consistent: the module notes the source member's majority-committed optime first and reads every
     collection at that one timestamp (read concern C(snapshot) with C(atClusterTime), MongoDB 5.0 or later). It
     therefore holds only majority-committed writes, all of them up to that optime and none after it."
+  - "It holds every write acknowledged with write concern C(majority) before the run started: a secondary learns
+    the majority commit point a little after the primary, so the module first waits (up to 30 seconds) until the
+    source's majority-committed optime reaches the one the primary reported when the run started."
   - The directory, C(stateserver-<UTC time>), holds one C(stateserver.<collection>.bson) file per collection
     (documents one after another, as C(mongodump) writes them) and C(manifest.json) naming the replica set and its
     id, the config version, the source member, the optime, and per collection the document count, sha256 and
@@ -142,8 +145,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._backup import (
     build_manifest,
     choose_source,
     file_name,
+    majority_point,
+    reached,
     retention,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._converge import Deadline
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
@@ -159,6 +165,9 @@ try:
 except ImportError:
     pass  # HAS_PYMONGO is False; main() reports it
 
+# How long the source may take to learn the primary's majority commit point (normally one heartbeat or oplog batch).
+CATCH_UP_SECONDS = 30.0
+
 
 def read_snapshot(params: dict, allow_primary: bool) -> dict:
     """Read the whole database from one member at its majority-committed optime. Raises ReplSetError/SourceError."""
@@ -167,18 +176,34 @@ def read_snapshot(params: dict, allow_primary: bool) -> dict:
         if view.config is None:
             raise ReplSetError(f"replica set {rs.set_name!r} is not initiated: there is nothing to back up")
         source = choose_source(view.status, allow_primary)
+        # The status comes from the primary: its majority point covers every write acknowledged so far.
+        target = majority_point(view.status)
         try:
             with rs.direct(source, auth=True) as client:
-                return _read(client, source, view.config, allow_primary)
+                return _read(client, source, view.config, allow_primary, target)
         except PyMongoError as exc:
             raise ReplSetError(f"reading the backup from {source} failed: {exc}") from exc
 
 
-def _read(client, source: str, config: dict, allow_primary: bool) -> dict:
-    status = client.admin.command("replSetGetStatus")
-    if status.get("myState") != 2 and not (allow_primary and status.get("myState") == 1):
-        raise SourceError(f"{source} is {status.get('myState')} now, not a SECONDARY; run the backup again")
-    optime = status["optimes"]["readConcernMajorityOpTime"]
+def _caught_up_status(client, source: str, allow_primary: bool, target: dict) -> dict:
+    """The source's status once its majority point has reached `target`. Raises SourceError past the deadline."""
+    deadline = Deadline(CATCH_UP_SECONDS)
+    while True:
+        status = client.admin.command("replSetGetStatus")
+        if status.get("myState") != 2 and not (allow_primary and status.get("myState") == 1):
+            raise SourceError(f"{source} is {status.get('myState')} now, not a SECONDARY; run the backup again")
+        optime = majority_point(status)
+        if reached(optime, target):
+            return status
+        if deadline.expired():
+            raise SourceError(f"{source}'s majority-committed optime {optime} did not reach the primary's {target} "
+                              f"within {CATCH_UP_SECONDS:g}s; is it lagging? Run the backup again")
+        deadline.pause(0.05)
+
+
+def _read(client, source: str, config: dict, allow_primary: bool, target: dict) -> dict:
+    status = _caught_up_status(client, source, allow_primary, target)
+    optime = majority_point(status)
     db = client.get_database(DATABASE)
     names = sorted(c["name"] for c in client[DATABASE].list_collections(filter={"type": "collection"})
                    if not c["name"].startswith("system."))

@@ -74,8 +74,10 @@ collections:
   returned: success
   type: dict
   sample: {"kv": 12, "units": 5}
-skipped:
-  description: Collections of the backup left out (the machine records unless O(include_records=true)).
+left_out:
+  description:
+    - Collections of the backup left out (the machine records unless O(include_records=true)).
+    - Not named C(skipped): Ansible reports a task whose result has a true C(skipped) as skipped.
   returned: success
   type: list
   elements: str
@@ -207,7 +209,7 @@ def main() -> None:
                          + "; ".join(problems), changed=False, problems=problems,
                          **({"manifest": manifest} if isinstance(manifest, dict) else {}))
     names = restore_collections(manifest, params["include_records"])
-    skipped = sorted(set(manifest["collections"]) - set(names))
+    left_out = sorted(set(manifest["collections"]) - set(names))
     expected = {name: manifest["collections"][name]["count"] for name in names}
     written: list[str] = []
     try:
@@ -223,7 +225,7 @@ def main() -> None:
                                  "written. Restore into a freshly deployed set, or set force=true to replace those "
                                  "collections", changed=False, manifest=manifest)
             replace = [name for name in names if before.get(name, 0) > 0]
-            result = {"skipped": skipped, "replaced": replace, "manifest": manifest}
+            result = {"left_out": left_out, "replaced": replace, "manifest": manifest}
             if module.check_mode:
                 module.exit_json(changed=True, collections=expected, **result)
             written = restore(db, manifest, files, names, replace)

@@ -104,7 +104,7 @@ def test_backup_destroy_deploy_restore_reads_everything_back(tmp_path, cluster_f
 
     run = run_tasks(tmp_path / "restore", [{RESTORE: {**conn(new), "path": str(path)}}])
     assert run[0].get("failed") is not True, run[0]
-    assert run[0]["collections"] == {"kv": 2, "units": 250} and run[0]["skipped"] == ["machines"]
+    assert run[0]["collections"] == {"kv": 2, "units": 250} and run[0]["left_out"] == ["machines"]
     assert dump(new, "units") == units
     assert dump(new, "kv") == kv
     assert dump(new, "machines") == new_records != records
