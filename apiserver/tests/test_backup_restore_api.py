@@ -121,9 +121,10 @@ def test_write_through_the_api_back_up_lose_every_machine_restore_and_read_it_al
             unit.get("config-00")
         assert missing.value.status == 404
 
-    # The backup was written by backup.yml: restore.yml finds it by its path, and the TLS options come as extra vars.
+    # The TLS options come as extra vars this time: the new deployment's CA, and a client certificate it issued.
     rc, tasks = play(tmp_path / "restore", inventory(new, tmp_path / "new.ini", tls_vars=False), "restore.yml",
-                     {"backup": backup["path"], "stateserver_tls": True, "stateserver_tls_ca_file": new.ca.path})
+                     {"backup": backup["path"], "stateserver_tls": True, "stateserver_tls_ca_file": new.ca.path,
+                      "stateserver_tls_certificate_key_file": new.ca.issue("controller", ["127.0.0.1"])})
     assert rc == 0, tasks
     # Ansible reported the restore as skipped while its result carried a key named "skipped" (now left_out).
     assert tasks[RESTORE_TASK]["event"] == "runner_on_ok" and tasks[RESTORE_TASK]["changed"]

@@ -77,7 +77,7 @@ collections:
 left_out:
   description:
     - Collections of the backup left out (the machine records unless O(include_records=true)).
-    - Not named C(skipped): Ansible reports a task whose result has a true C(skipped) as skipped.
+    - Not named C(skipped), since Ansible reports a task whose result has a true C(skipped) as skipped.
   returned: success
   type: list
   elements: str
