@@ -171,6 +171,7 @@ def test_retiring_the_primary_machine_while_a_unit_writes(tmp_path: Path) -> Non
         # The API publishes the remaining machines only, and the unit dials only those.
         published = remaining[0].get("/v1/api-addresses", headers={"Authorization": f"Bearer {machines.token}"})
         assert sorted(published.json()["addresses"]) == sorted(m.api_address for m in remaining)
+        assert client.current in [m.api_address for m in remaining]
         assert sorted(client.addresses()) == sorted(m.api_address for m in remaining)
         assert sorted(json.loads(cache.read_text())["published"]) == sorted(m.api_address for m in remaining)
 
