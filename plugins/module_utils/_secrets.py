@@ -11,7 +11,8 @@ reused from its file, generated, or missing. A missing secret of an existing set
 a new keyfile or admin password rolled onto running members would lock every later run out of the set (an AWX job
 starts from an empty directory, so "not in the directory" does not mean "never made").
 
-`SecretsDir` is the small file store (directory 0700, files 0600, created exclusively) the module writes through.
+`SecretsDir` is the small file store (directory 0700, files 0600, created exclusively) the module writes through;
+`answering_members` is the one question asked of the network (hello, no login).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import re
 import secrets
 import string
 from dataclasses import dataclass, field
+
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet
 
 GIVEN, FILE, GENERATED, WOULD_GENERATE, MISSING = "variables", "file", "generated", "would_generate", "missing"
 
@@ -115,6 +118,20 @@ def generated_message(paths: list[str], check_mode: bool) -> str:
     return ("A first deployment: generated " + ", ".join(paths) + " (directory 0700, files 0600). Store them "
             "safely now: every later run needs them (in AWX, put them in the job template's credential, since the "
             "next job starts from an empty directory).")
+
+
+# hello needs no login, so the probe takes the connection options without the login ones.
+PROBE_OPTIONS = ("seeds", "port", "replica_set", "tls", "tls_ca_file", "tls_certificate_key_file",
+                 "tls_certificate_key_file_password", "tls_allow_invalid_certificates", "server_selection_timeout")
+
+
+def answering_members(params: dict) -> list[str]:
+    """The seeds that answer hello as members of an initiated replica set (any set: never make secrets over one).
+
+    Raises ReplSetError when the options are not usable."""
+    with ReplSet({key: params[key] for key in PROBE_OPTIONS}) as rs:
+        answers = rs.probe()
+    return sorted(seed for seed, hello in answers.items() if isinstance(hello, dict) and hello.get("setName"))
 
 
 class SecretsDirError(Exception):

@@ -208,7 +208,6 @@ from ansible_collections.stateserver.ha.plugins.module_utils._args import check_
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
-    ReplSet,
     ReplSetError,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
@@ -216,26 +215,17 @@ from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     GENERATED,
     GIVEN,
     MISSING,
+    PROBE_OPTIONS,
     SPECS,
     SecretsDir,
     SecretsDirError,
+    answering_members,
     generated_message,
     missing_message,
     new_value,
     plan_secrets,
     value_problem,
 )
-
-# hello needs no login, so the probe takes the connection options without the login ones.
-PROBE_OPTIONS = ("seeds", "port", "replica_set", "tls", "tls_ca_file", "tls_certificate_key_file",
-                 "tls_certificate_key_file_password", "tls_allow_invalid_certificates", "server_selection_timeout")
-
-
-def answering_members(params: dict) -> list[str]:
-    """The seeds that answer hello as members of an initiated replica set (any set: never generate over one)."""
-    with ReplSet({key: params[key] for key in PROBE_OPTIONS}) as rs:
-        answers = rs.probe()
-    return sorted(seed for seed, hello in answers.items() if isinstance(hello, dict) and hello.get("setName"))
 
 
 def report_lines(sources: dict, store: SecretsDir) -> list[str]:

@@ -1,0 +1,213 @@
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+"""A deployment's certificate authority and one certificate per state machine, kept in its secrets directory.
+
+`plan_certificates` is the decision, over plain data: the CA is reused when present, made only for a first
+deployment (a new CA for a running set would leave its members and clients trusting the old one); a machine's
+certificate is reused while it is signed by that CA and names exactly the machine's addresses, and issued again
+otherwise (new machine, changed address, new CA). The rest is the `cryptography` work and the files.
+
+Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key; directories 0700, keys 0600.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+except ImportError:
+    import traceback
+
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+
+CA_DAYS = 3650
+CERT_DAYS = 825  # the longest server certificate lifetime common TLS clients accept
+REUSE, ISSUE, REISSUE = "reused", "issued", "reissued"
+
+
+@dataclass
+class CertPlan:
+    ca: str                                              # REUSE, ISSUE, or "missing" (the set exists without it)
+    machines: dict[str, str] = field(default_factory=dict)   # machine name -> REUSE, ISSUE or REISSUE
+
+
+def plan_certificates(ca_present: bool, deployed: bool, wanted: dict[str, frozenset],
+                      current: dict[str, frozenset | None]) -> CertPlan:
+    """What to do with the CA and each machine's certificate.
+
+    wanted: machine -> the SANs it must carry; current: machine -> the SANs of its certificate when one exists
+    and is signed by the CA in use, else None (absent, unreadable, or another CA's).
+    """
+    if not ca_present and deployed:
+        return CertPlan("missing")
+    plan = CertPlan(REUSE if ca_present else ISSUE)
+    for name, sans in sorted(wanted.items()):
+        have = current.get(name) if ca_present else None
+        if have is None:
+            plan.machines[name] = ISSUE if name not in current else REISSUE
+        else:
+            plan.machines[name] = REUSE if have == sans else REISSUE
+    return plan
+
+
+def host_of(address: str) -> str:
+    """The host of `host:port` or `[v6]:port`, without brackets."""
+    host = address.rsplit(":", 1)[0] if not address.startswith("[") else address[1:address.index("]")]
+    return host
+
+
+def san_strings(addresses: list[str]) -> frozenset:
+    """The SAN set for the hosts of these addresses, as 'IP:…' / 'DNS:…' strings (IPs compared canonically)."""
+    out = set()
+    for address in addresses:
+        host = host_of(address)
+        try:
+            out.add(f"IP:{ipaddress.ip_address(host)}")
+        except ValueError:
+            out.add(f"DNS:{host.lower()}")
+    return frozenset(out)
+
+
+def _san_entries(sans: frozenset) -> list:
+    return [x509.IPAddress(ipaddress.ip_address(s[3:])) if s.startswith("IP:") else x509.DNSName(s[4:])
+            for s in sorted(sans)]
+
+
+def certificate_sans(cert) -> frozenset:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset([f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress)]
+                     + [f"DNS:{name.lower()}" for name in ext.get_values_for_type(x509.DNSName)])
+
+
+def signed_by(cert, ca_cert) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (targets may run 3.8+)
+
+
+def new_ca(deployment: str):
+    """(certificate, key) of a new self-signed CA that can sign leaf certificates only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"{deployment} deployment CA")])
+    now = _now()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset):
+    """(certificate, key) for one machine: server and client use (mongod presents it both ways), its SANs only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, machine)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert, key
+
+
+class PkiDirError(Exception):
+    """A file of the PKI cannot be read or written; the message says which."""
+
+
+class PkiDir:
+    """The CA and machine certificates inside a deployment's secrets directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.ca_cert_path = os.path.join(path, "ca.crt")
+        self.ca_key_path = os.path.join(path, "ca.key")
+
+    def machine_paths(self, machine: str) -> tuple[str, str]:
+        base = os.path.join(self.path, "certs", machine)
+        return base + ".crt", base + ".key"
+
+    def ca_present(self) -> bool:
+        return os.path.isfile(self.ca_cert_path) and os.path.isfile(self.ca_key_path)
+
+    def load_ca(self):
+        try:
+            with open(self.ca_cert_path, "rb") as handle:
+                cert = x509.load_pem_x509_certificate(handle.read())
+            with open(self.ca_key_path, "rb") as handle:
+                key = serialization.load_pem_private_key(handle.read(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise PkiDirError(f"cannot use the deployment CA in {self.path} (ca.crt, ca.key): {exc}") from None
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+            raise PkiDirError(f"{self.ca_key_path} is not the key of {self.ca_cert_path}")
+        return cert, key
+
+    def machine_sans(self, machine: str, ca_cert) -> frozenset | None:
+        """The SANs of the machine's certificate when it and its key exist and the CA signed it, else None."""
+        cert_path, key_path = self.machine_paths(machine)
+        try:
+            with open(cert_path, "rb") as handle:
+                cert = x509.load_pem_x509_certificate(handle.read())
+            with open(key_path, "rb") as handle:
+                key = serialization.load_pem_private_key(handle.read(), password=None)
+        except (OSError, ValueError, TypeError):
+            return None
+        if cert.public_key().public_numbers() != key.public_key().public_numbers() or not signed_by(cert, ca_cert):
+            return None
+        return certificate_sans(cert)
+
+    def has_files(self, machine: str) -> bool:
+        return any(os.path.exists(p) for p in self.machine_paths(machine))
+
+    def write(self, cert_path: str, key_path: str, cert, key) -> None:
+        """Key first and 0600 from its creation; the certificate after it. A re-issue replaces both."""
+        try:
+            os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
+            os.chmod(self.path, 0o700)
+            os.chmod(os.path.dirname(key_path), 0o700)
+            for path, data, mode in (
+                    (key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()), 0o600),
+                    (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)):
+                tmp = path + ".new"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise PkiDirError(f"cannot write {exc.filename or key_path}: {exc.strerror or exc}") from None

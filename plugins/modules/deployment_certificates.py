@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# ruff: noqa: EXE001 (ansible-test requires module files with a shebang to be non-executable)
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: deployment_certificates
+short_description: Keep a deployment's CA and one certificate per state machine on the controller
+version_added: 0.2.0
+description:
+  - Makes, on the controller, the certificate authority of one deployment and a certificate for each state machine,
+    in the deployment's secrets directory (the one M(stateserver.ha.deployment_secrets) uses).
+  - Files are V(ca.crt), V(ca.key), V(certs/<machine>.crt) and V(certs/<machine>.key); directories are 0700 and
+    private keys 0600 from their creation. Keys are ECDSA P-256, signatures SHA-256.
+  - The CA is reused on every run. It is made only for a first deployment (no member answers C(hello) as initiated);
+    when the replica set exists and the CA is not in O(secrets_dir), the task fails and makes nothing, because
+    members and clients trust the CA they were given.
+  - A machine's certificate is reused while its key matches, the CA signed it and its subject alternative names
+    are exactly the hosts of the machine's addresses (an IP address as an IP entry, a name as a DNS entry).
+    Otherwise it is issued again, for example when a machine's address changes. Certificates carry both the
+    server and the client extended key usage, as mongod presents its certificate in both directions.
+  - Not yet consumed by the roles (issue 14 wires TLS in).
+author:
+  - stateserver.ha developers (@stateserver)
+options:
+  secrets_dir:
+    description:
+      - The controller directory of the deployment's secrets.
+    type: path
+    required: true
+  machines:
+    description:
+      - The state machines, as internal/pool.yml describes them.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Machine name; its certificate's file name and common name.
+        type: str
+        required: true
+      mongo_address:
+        description: Where its mongod is reached, V(host:port).
+        type: str
+        required: true
+      api_address:
+        description: Where its API server is reached, V(host:port).
+        type: str
+        required: true
+  seeds:
+    description:
+      - Where members would answer, asked (C(hello), no login) only when the CA is not in O(secrets_dir).
+    type: list
+    elements: str
+    default: [localhost]
+  port:
+    description:
+      - Port for every seed that does not name its own, from 1 to 65535.
+    type: int
+    default: 37017
+  replica_set:
+    description:
+      - Name of the replica set; also the CA's common name.
+    type: str
+    default: stateserver
+  tls:
+    description:
+      - Ask the seeds over TLS.
+    type: bool
+    default: false
+  tls_ca_file:
+    description:
+      - CA bundle that signed the members' certificates.
+    type: path
+  tls_certificate_key_file:
+    description:
+      - Client certificate and key in one PEM file.
+    type: path
+  tls_certificate_key_file_password:
+    description:
+      - Password that decrypts the key in O(tls_certificate_key_file).
+    type: str
+  tls_allow_invalid_certificates:
+    description:
+      - Accept member certificates that do not verify. For tests only.
+    type: bool
+    default: false
+  server_selection_timeout:
+    description:
+      - Seconds to wait for a seed's answer, greater than 0 and at most 86400.
+    type: float
+    default: 10.0
+requirements:
+  - cryptography >= 42 on the controller
+  - pymongo >= 4.6 on the controller, when the seeds must be asked
+extends_documentation_fragment:
+  - stateserver.ha.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Decides as a real run does and writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+seealso:
+  - module: stateserver.ha.deployment_secrets
+"""
+
+EXAMPLES = r"""
+- name: Keep the deployment CA and the state machines' certificates
+  stateserver.ha.deployment_certificates:
+    secrets_dir: "{{ inventory_dir }}/stateserver-secrets"
+    machines: "{{ __ha_pool }}"
+    seeds: "{{ __ha_pool | map(attribute='mongo_address') | list }}"
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the CA or a certificate was made (in check mode, would be).
+  returned: always
+  type: bool
+  sample: true
+ca:
+  description: The CA's files and what was done with it (V(reused), V(issued), or V(missing) when the task failed).
+  returned: always
+  type: dict
+  sample: {"action": "reused", "certificate": "/srv/prod/stateserver-secrets/ca.crt",
+           "key": "/srv/prod/stateserver-secrets/ca.key"}
+certificates:
+  description:
+    - For each machine, its files, the subject alternative names it must carry, and what was done (V(reused),
+      V(issued), V(reissued)). In check mode the action is what a real run would do.
+  returned: success
+  type: dict
+  sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
+                   "key": "/srv/prod/stateserver-secrets/certs/sm1.key", "sans": ["IP:192.0.2.11"]}}
+deployed:
+  description: Whether a member answered C(hello) as initiated; null when the CA was there and no seed was asked.
+  returned: always
+  type: bool
+  sample: false
+msg:
+  description: What was done, or why the task failed.
+  returned: always
+  type: str
+  sample: "CA reused; certificates issued: sm4; reissued: sm2"
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.stateserver.ha.plugins.module_utils._args import check_connection, connection_argument_spec
+from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    HAS_CRYPTOGRAPHY,
+    ISSUE,
+    REUSE,
+    PkiDir,
+    PkiDirError,
+    new_ca,
+    new_certificate,
+    plan_certificates,
+    san_strings,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
+    HAS_PYMONGO,
+    PYMONGO_IMPORT_ERROR,
+    ReplSetError,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._secrets import PROBE_OPTIONS, answering_members
+
+
+def machines_problem(machines: list) -> str | None:
+    """The first machine entry that cannot be used (bad address, repeated name, name unfit for a file), or None."""
+    seen = set()
+    for i, machine in enumerate(machines):
+        name = machine["name"]
+        if not name or name != name.strip() or "/" in name or name.startswith(".") or name in seen:
+            return f"machines[{i}].name must be a unique machine name usable as a file name, got {name!r}"
+        seen.add(name)
+        for key in ("mongo_address", "api_address"):
+            try:
+                parse_address(machine[key])
+            except AddressError as exc:
+                return f"machines[{i}].{key}: {exc}"
+    return None
+
+
+def main() -> None:
+    connection = connection_argument_spec()
+    argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
+    argument_spec.update(
+        secrets_dir={"type": "path", "required": True},
+        machines={"type": "list", "elements": "dict", "required": True, "options": {
+            "name": {"type": "str", "required": True},
+            "mongo_address": {"type": "str", "required": True},
+            "api_address": {"type": "str", "required": True},
+        }},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    base = {"changed": False, "ca": {}, "deployed": None}
+    problem = machines_problem(params["machines"]) or check_connection(params)
+    if problem:
+        module.fail_json(msg=problem + "; nothing was changed", **base)
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR, **base)
+
+    pki = PkiDir(params["secrets_dir"])
+    base["ca"] = {"certificate": pki.ca_cert_path, "key": pki.ca_key_path}
+    wanted = {m["name"]: san_strings([m["mongo_address"], m["api_address"]]) for m in params["machines"]}
+    try:
+        ca = pki.load_ca() if pki.ca_present() else None
+        deployed = None
+        if ca is None:
+            if not HAS_PYMONGO:
+                module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **base)
+            answering = answering_members(params)
+            deployed = bool(answering)
+        current = {name: pki.machine_sans(name, ca[0]) if ca else None for name in wanted if pki.has_files(name)}
+        plan = plan_certificates(ca is not None, bool(deployed), wanted, current)
+        base["deployed"] = deployed
+        if plan.ca == "missing":
+            module.fail_json(
+                msg=(f"Replica set {params['replica_set']!r} already exists ({', '.join(answering)} answered as its "
+                     f"members), but its CA is not in {pki.path} (ca.crt, ca.key). Put the deployment's CA there; "
+                     "a new one would not be trusted by the members and clients that have the old one, so none was "
+                     "made."),
+                **dict(base, ca=dict(base["ca"], action="missing")))
+        changes = [name for name, action in plan.machines.items() if action != REUSE]
+        if not module.check_mode:
+            if plan.ca == ISSUE:
+                ca = new_ca(params["replica_set"])
+                pki.write(pki.ca_cert_path, pki.ca_key_path, *ca)
+            for name in changes:
+                pki.write(*pki.machine_paths(name), *new_certificate(ca[0], ca[1], name, wanted[name]))
+    except (PkiDirError, ReplSetError) as exc:
+        module.fail_json(msg=str(exc), **base)
+
+    certificates = {}
+    for name, action in plan.machines.items():
+        cert_path, key_path = pki.machine_paths(name)
+        certificates[name] = {"action": action, "certificate": cert_path, "key": key_path,
+                              "sans": sorted(wanted[name])}
+    parts = [f"CA {plan.ca}"]
+    for action in ("issued", "reissued"):
+        names = [name for name, done in plan.machines.items() if done == action]
+        if names:
+            parts.append(f"certificates {action}: {', '.join(names)}")
+    module.exit_json(changed=plan.ca == ISSUE or bool(changes), ca=dict(base["ca"], action=plan.ca),
+                     certificates=certificates, deployed=base["deployed"],
+                     msg="; ".join(parts) + (" (check mode: nothing written)" if module.check_mode else ""))
+
+
+if __name__ == "__main__":
+    main()

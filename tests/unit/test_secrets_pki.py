@@ -1,0 +1,90 @@
+"""The deployment CA and the machines' certificates: the decision table, and the files read back and parsed."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+
+import pytest
+from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
+    ISSUE,
+    REISSUE,
+    REUSE,
+    PkiDir,
+    PkiDirError,
+    certificate_sans,
+    new_ca,
+    new_certificate,
+    plan_certificates,
+    san_strings,
+    signed_by,
+)
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+A = frozenset({"IP:192.0.2.11"})
+B = frozenset({"IP:192.0.2.99"})
+
+
+@pytest.mark.parametrize(("ca_present", "deployed", "wanted", "current", "ca", "machines"), [
+    # First deployment: a CA and a certificate per machine.
+    (False, False, {"sm1": A}, {}, ISSUE, {"sm1": ISSUE}),
+    # The set exists and the CA is gone: nothing is made.
+    (False, True, {"sm1": A}, {}, "missing", {}),
+    # Reused while the SANs match and the CA signed it; a changed address or another CA's certificate re-issues.
+    (True, True, {"sm1": A}, {"sm1": A}, REUSE, {"sm1": REUSE}),
+    (True, True, {"sm1": B}, {"sm1": A}, REUSE, {"sm1": REISSUE}),
+    (True, True, {"sm1": A}, {"sm1": None}, REUSE, {"sm1": REISSUE}),
+    (True, True, {"sm1": A, "sm4": B}, {"sm1": A}, REUSE, {"sm1": REUSE, "sm4": ISSUE}),
+    # A new CA (first deployment again after a wipe) re-issues whatever certificates lie around.
+    (False, False, {"sm1": A}, {"sm1": None}, ISSUE, {"sm1": REISSUE}),
+])
+def test_what_happens_to_the_ca_and_each_certificate(ca_present, deployed, wanted, current, ca, machines):
+    plan = plan_certificates(ca_present, deployed, wanted, current)
+    assert plan.ca == ca and plan.machines == machines
+
+
+def test_sans_are_the_hosts_of_the_addresses():
+    assert san_strings(["192.0.2.11:37017", "192.0.2.11:17070"]) == {"IP:192.0.2.11"}
+    assert san_strings(["[2001:db8::1]:37017", "SM1.example.net:17070"]) == {"IP:2001:db8::1", "DNS:sm1.example.net"}
+
+
+def test_issued_files_parse_verify_and_are_private(tmp_path):
+    pki = PkiDir(str(tmp_path / "secrets"))
+    ca_cert, ca_key = new_ca("stateserver")
+    pki.write(pki.ca_cert_path, pki.ca_key_path, ca_cert, ca_key)
+    sans = san_strings(["192.0.2.11:37017", "sm1.example.net:17070"])
+    cert_path, key_path = pki.machine_paths("sm1")
+    pki.write(cert_path, key_path, *new_certificate(ca_cert, ca_key, "sm1", sans))
+
+    for directory in (pki.path, os.path.dirname(key_path)):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    for key in (pki.ca_key_path, key_path):
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    loaded_ca, _ = pki.load_ca()
+    with open(cert_path, "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    assert signed_by(cert, loaded_ca)
+    assert loaded_ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("192.0.2.11")]
+    assert san.get_values_for_type(x509.DNSName) == ["sm1.example.net"]
+    usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert pki.machine_sans("sm1", loaded_ca) == sans == certificate_sans(cert)
+
+    # Another deployment's CA did not sign it, so it would be re-issued under that CA.
+    other_ca, _ = new_ca("other")
+    assert not signed_by(cert, other_ca) and pki.machine_sans("sm1", other_ca) is None
+    assert pki.machine_sans("sm2", loaded_ca) is None
+
+
+def test_a_ca_key_that_does_not_match_is_refused(tmp_path):
+    pki = PkiDir(str(tmp_path))
+    ca_cert, _ = new_ca("stateserver")
+    _, other_key = new_ca("other")
+    pki.write(pki.ca_cert_path, pki.ca_key_path, ca_cert, other_key)
+    with pytest.raises(PkiDirError, match="is not the key of"):
+        pki.load_ca()
