@@ -115,7 +115,7 @@ attributes:
     details:
       - Generated secrets are files the next run reuses.
 notes:
-  - Run the task with C(no_log) and read its failure from the registered result (see EXAMPLES): RV(resolved) holds
+  - Run the task with C(no_log) and read its failure from the registered result (see EXAMPLES). RV(resolved) holds
     secrets, while the other keys never do.
 seealso:
   - module: stateserver.ha.ensure_availability
