@@ -5,12 +5,18 @@
 # Do not use this from other collections or standalone plugins/modules!
 """The convergence loop of peergroup: plan from observed state, send one step, wait until the set is ready, repeat.
 
-This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(); waits back off
-from a quarter of the set's own heartbeat interval (settings.heartbeatIntervalMillis), doubling, capped at two
-heartbeats, and start again from a quarter heartbeat after progress: mongod sends heartbeats at once after a reconfig,
-so an even voter count in the middle of a growth is held no longer than the next member's readiness needs. Readiness is a pure predicate
-over a replSetGetStatus document. Check mode plans the whole sequence (assuming every member becomes ready) and
-sends nothing.
+This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(); waits are a
+quarter of the set's own heartbeat interval (settings.heartbeatIntervalMillis) for the first two heartbeats, then
+double, capped at two heartbeats, and start again after progress: mongod sends heartbeats at once after a reconfig,
+so an even voter count in the middle of a growth is held no longer than the next member's readiness needs. Readiness is
+a pure predicate over a replSetGetStatus document. Check mode plans the whole sequence (assuming every member becomes
+ready) and sends nothing.
+
+The primary learns a member's state from its own heartbeats, up to one interval late (2 s by default): a member
+added a moment ago is still STARTUP2 there after it has synced, and a secondary that fetched the last config is still
+on the one before. Members the primary reaches but lists like that are asked directly (hello), and the set is judged
+on what they say about themselves (own_view); mongod takes a reconfig whatever the primary's view of a member, and
+still waits by itself for the previous config to be committed before it installs the next.
 
 How each refusal mongod sends is handled (codes from its error_codes.yml):
   74 NodeNotFound, 109 ConfigurationInProgress, 117 ConflictingOperationInProgress, 308
@@ -40,7 +46,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.stateserver.ha.plugins.module_utils._model import MACHINE_TAG, MachineRecord, same_config
+from ansible_collections.stateserver.ha.plugins.module_utils._model import (
+    MACHINE_TAG,
+    RECOVERING,
+    SECONDARY,
+    STARTUP,
+    STARTUP2,
+    STATE_NAMES,
+    MachineRecord,
+    ReplSetView,
+    same_config,
+)
 from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
     PeerGroupError,
     convergence_report,
@@ -64,6 +80,9 @@ from ansible_collections.stateserver.ha.plugins.module_utils._rules import (
 from ansible_collections.stateserver.ha.plugins.module_utils._status import member_states
 
 PRIMARY = 1
+# States in which the primary may still list a member that has finished joining or recovering: its next heartbeat to
+# the member would show SECONDARY.
+JOINING_STATES = frozenset({STARTUP, STARTUP2, RECOVERING})
 # mongod's default settings.heartbeatIntervalMillis, for a config that does not say.
 DEFAULT_HEARTBEAT = 2.0
 # Waits grow to at most this many heartbeats (and never beyond MAX_DELAY seconds), from a quarter of one (at least
@@ -71,6 +90,9 @@ DEFAULT_HEARTBEAT = 2.0
 CAP_HEARTBEATS = 2
 MIN_DELAY = 0.05
 MAX_DELAY = 16.0
+# Waits stay at a quarter heartbeat for this many heartbeats before they grow: a step that goes well shows ready within
+# one or two heartbeats, and a read costs one replSetGetStatus.
+STEADY_HEARTBEATS = 2
 # A reconfig's own server-side wait (maxTimeMS) for the previous config to commit.
 MAX_RECONFIG_WAIT = 60.0
 
@@ -141,29 +163,37 @@ class Deadline:
 
 
 class Backoff:
-    """Delays from `initial`, doubling, capped; reset after progress."""
+    """Delays of `initial` (`steady` times), then doubling, capped; reset after progress."""
 
-    def __init__(self, initial: float = DEFAULT_HEARTBEAT, cap: float = MAX_DELAY) -> None:
+    def __init__(self, initial: float = DEFAULT_HEARTBEAT, cap: float = MAX_DELAY, steady: int = 1) -> None:
         self.initial = initial
         self.cap = max(cap, initial)
-        self.current = initial
+        self.steady = max(1, steady)
+        self.reset()
 
     @classmethod
     def for_heartbeat(cls, interval: float) -> Backoff:
-        """Start at a quarter heartbeat, grow to CAP_HEARTBEATS of them (at most MAX_DELAY s).
+        """A quarter heartbeat for STEADY_HEARTBEATS heartbeats, then growing to CAP_HEARTBEATS of them (at most
+        MAX_DELAY s).
 
-        mongod sends heartbeats at once after a reconfig or a state change, so the set usually shows a step ready
-        well before the next periodic heartbeat; a read costs one replSetGetStatus.
+        mongod sends heartbeats at once after a reconfig or a state change, and otherwise every interval: a step
+        usually shows ready within one or two heartbeats, so polling finely that long costs a few replSetGetStatus
+        reads where a doubling delay would overshoot the moment by up to a heartbeat. A set that takes longer is
+        waiting for something slower (an initial sync, a member coming back), and is read less often.
         """
-        return cls(initial=max(MIN_DELAY, interval / 4), cap=min(MAX_DELAY, interval * CAP_HEARTBEATS))
+        return cls(initial=max(MIN_DELAY, interval / 4), cap=min(MAX_DELAY, interval * CAP_HEARTBEATS),
+                   steady=4 * STEADY_HEARTBEATS)
 
     def next(self) -> float:
         delay = self.current
-        self.current = min(self.current * 2, self.cap)
+        self.left -= 1
+        if self.left <= 0:
+            self.current = min(self.current * 2, self.cap)
         return delay
 
     def reset(self) -> None:
         self.current = self.initial
+        self.left = self.steady
 
 
 def heartbeat_interval(config: dict | None, status: dict | None = None) -> float:
@@ -218,6 +248,41 @@ def not_ready(status: dict | None, expect_up: set) -> list[str]:
             if not same_config(*have, *want):
                 reasons.append(f"member {member['name']} has config version/term {have}, the primary {want}")
     return reasons
+
+
+def lagging_hosts(status: dict | None) -> list[str]:
+    """Members the primary reaches (health 1) but lists as joining, or on another config than its own: what it shows
+    of them may be up to a heartbeat old."""
+    found = primaries(status)
+    if len(found) != 1:
+        return []
+    want = (found[0].get("configVersion"), found[0].get("configTerm"))
+    return [m["name"] for m in status.get("members", [])
+            if m is not found[0] and m.get("health") == 1
+            and (m.get("state") in JOINING_STATES or not same_config(m.get("configVersion"), m.get("configTerm"), *want))]
+
+
+def own_view(status: dict | None, answers: dict, set_name: str) -> dict | None:
+    """`status` with each member that says, asked directly, that it is a SECONDARY of this set on the primary's config
+    version shown as such. answers: {host: hello document or error text}.
+
+    hello carries the config version but not its term, so such a member's configTerm is given as -1, which compares
+    versions only (same_config). Whatever else a member says (still syncing, on another version, another set, no
+    answer) leaves the primary's view of it as it is.
+    """
+    found = primaries(status)
+    if len(found) != 1 or not answers:
+        return status
+    version = found[0].get("configVersion")
+    members = []
+    for m in status.get("members", []):
+        hello = answers.get(m["name"])
+        if (m is not found[0] and answers_as_member(hello, m["name"], set_name) and hello.get("secondary") is True
+                and hello.get("setVersion") == version):
+            m = {**m, "state": SECONDARY, "stateStr": STATE_NAMES[SECONDARY], "configVersion": version,
+                 "configTerm": -1}
+        members.append(m)
+    return {**status, "members": members}
 
 
 # -- moving a healthy member, adding another set's member (issue 12) ---------------------------------------------
@@ -492,6 +557,7 @@ class _Loop:
             self.wait([str(exc)])
             return False
         self.stepped_down = None
+        view = self._own_view(view)
         self.outcome.after, self.outcome.status = view.config, view.status
         if self.pending is not None:
             step, sent = self.pending
@@ -516,6 +582,14 @@ class _Loop:
             return False
         self._send(steps[0], view)
         return False
+
+    def _own_view(self, view):
+        """The view with lagging members as they report themselves (see own_view); the view as read when none lags."""
+        hosts = lagging_hosts(view.status)
+        if not hosts:
+            return view
+        status = own_view(view.status, self.rs.hellos(hosts), self.rs.set_name)
+        return ReplSetView(config=view.config, status=status, now=view.now)
 
     def _new_primary(self):
         """After a step-down: the new primary's host to read the next view from, or False after waiting for it.

@@ -2,7 +2,8 @@
 
 The loop is driven with a fake replica set and a scripted planner, so these tests pin down the loop's own rules:
 readiness between steps, one step per iteration, re-read (never re-send) after an interrupted reconfig, no waiting
-in check mode, a timeout that carries the partial result, and backoff from 2 s doubling and capped.
+in check mode, a timeout that carries the partial result, waits of a quarter heartbeat for two heartbeats, then
+doubling and capped, and lagging members judged on what they say about themselves.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def test_waits_for_config_to_propagate_before_the_next_step(monkeypatch):
     rs.status_override = lag
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
-    assert clock.sleeps[:2] == [0.5, 1.0]
+    assert clock.sleeps == [0.5, 0.5]  # a quarter heartbeat while a step should show ready any moment
     assert len(rs.sent) == 1
 
 
@@ -307,6 +308,14 @@ def test_backoff_doubles_from_two_seconds_and_is_capped():
     assert b.next() == 2.0
 
 
+def test_backoff_holds_its_first_delay_steady_times_then_doubles():
+    b = _converge.Backoff(0.5, 4.0, steady=3)
+    assert [b.next() for i in range(7)] == [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 4.0]
+    b.reset()
+    assert [b.next() for i in range(4)] == [0.5, 0.5, 0.5, 1.0]
+    assert _converge.Backoff.for_heartbeat(2.0).steady == 8  # two heartbeats of quarter-heartbeat waits
+
+
 @pytest.mark.parametrize("seeds, expected", [
     (["a"], ["a:37017"]),
     (["a:1"], ["a:1"]),
@@ -344,7 +353,7 @@ def test_read_settled_waits_out_an_election_but_not_a_lost_majority():
     rs.status_override = electing
     view = _converge.read_settled(rs, 30, clock=clock, sleep=clock.sleep)
     assert _converge.primary_host(view.status) == "h0:37017"
-    assert clock.sleeps == [0.5, 1.0]
+    assert clock.sleeps == [0.5, 0.5]
 
     rs2, clock2 = FakeSet(config(3, [member(0), member(1), member(2)])), Clock()
     rs2.status_override = lambda cfg: status(cfg, states={0: 2}, health={1: 0, 2: 0})
@@ -367,7 +376,7 @@ def test_a_refusal_that_clears_is_re_read_and_re_planned_after_backoff(monkeypat
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
     assert [c["version"] for c in rs.sent] == [2, 2, 2]
-    assert clock.sleeps == [0.5, 1.0]
+    assert clock.sleeps == [0.5, 0.5]
     assert [s["action"] for s in outcome.steps] == ["promote"]
 
 
@@ -471,7 +480,7 @@ def test_waits_start_at_a_quarter_of_the_sets_heartbeat_interval(monkeypatch):
     scripted_planner(monkeypatch, [member(0), member(1)])
     cfg = dict(config(1, [member(0), member(1, votes=0)]), settings={"heartbeatIntervalMillis": 200})
     rs, clock = FakeSet(cfg), Clock()
-    lagging = {"left": 6}  # the first read is the start's
+    lagging = {"left": 14}  # the first read is the start's
 
     def lag(c):
         if lagging["left"]:
@@ -480,7 +489,8 @@ def test_waits_start_at_a_quarter_of_the_sets_heartbeat_interval(monkeypatch):
         return status(c)
     rs.status_override = lag
     _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
-    assert clock.sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.4])  # capped at two heartbeats
+    # A quarter heartbeat for two heartbeats, then doubling, capped at two heartbeats.
+    assert clock.sleeps == pytest.approx([0.05] * 8 + [0.1, 0.2, 0.4, 0.4, 0.4])
 
 
 @pytest.mark.parametrize("cfg, st, seconds", [
@@ -616,3 +626,64 @@ def with_terms(st: dict, terms: dict) -> dict:
 def test_readiness_follows_mongods_config_version_and_term_equality(terms, version, ready):
     st = with_terms(status(config(3, [member(0), member(1)]), version=version), terms)
     assert (_converge.not_ready(st, set()) == []) is ready
+
+
+# -- members the primary lists a heartbeat late, asked directly ---------------------------------------------------
+
+def hello(host: str, version: int, secondary: bool = True, set_name: str = "stateserver") -> dict:
+    return {"setName": set_name, "me": host, "secondary": secondary, "setVersion": version}
+
+
+def test_lagging_hosts_are_the_reachable_members_the_primary_lists_as_joining_or_on_another_config():
+    cfg = config(5, [member(0), member(1), member(2, votes=0), member(3, votes=0), member(4, votes=0)])
+    st = status(cfg, states={2: 5, 3: 0, 4: 8}, health={4: 0}, version={1: 4})
+    assert _converge.lagging_hosts(st) == ["h1:37017", "h2:37017", "h3:37017"]  # h4 is down: nothing to ask
+    assert _converge.lagging_hosts(status(cfg)) == []
+    assert _converge.lagging_hosts(status(cfg, states={0: 2})) == []  # no primary: no config to compare with
+
+
+@pytest.mark.parametrize("answer, state, version, term", [
+    (hello("h1:37017", 5), 2, 5, -1),                        # synced, on the primary's config: SECONDARY
+    (hello("h1:37017", 5, secondary=False), 5, 4, 1),        # still syncing
+    (hello("h1:37017", 4), 5, 4, 1),                         # on an older config
+    (hello("h9:37017", 5), 5, 4, 1),                         # another member answers at that address
+    (hello("h1:37017", 5, set_name="other"), 5, 4, 1),       # a member of another set
+    ("nothing answers at h1:37017", 5, 4, 1),
+])
+def test_own_view_takes_a_members_word_only_for_being_a_secondary_on_the_primarys_config(answer, state, version, term):
+    cfg = config(5, [member(0), member(1, votes=0)])
+    st = status(cfg, states={1: 5}, version={1: 4})
+    mine = _converge.own_view(st, {"h1:37017": answer}, "stateserver")
+    entry = mine["members"][1]
+    assert (entry["state"], entry["configVersion"], entry["configTerm"]) == (state, version, term)
+    assert mine["members"][0] == st["members"][0]
+    assert st["members"][1]["state"] == 5  # the status read is not changed
+
+
+def answers(rs: FakeSet, hosts: list, secondary: bool = True) -> dict:
+    """hello of each host: a member of the set on its config, or an uninitiated mongod before it is added."""
+    members = {m["host"] for m in rs.cfg["members"]}
+    return {h: hello(h, rs.cfg["version"], secondary) if h in members else {"isWritablePrimary": False}
+            for h in hosts}
+
+
+def test_a_new_member_that_says_it_has_synced_is_promoted_without_waiting_for_the_primarys_heartbeat(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    # The primary still lists the member it added as STARTUP2 on no config (its next heartbeat would say more).
+    rs.status_override = lambda cfg: status(cfg, states={1: 5}, version={1: -2})
+    rs.hellos = lambda hosts: answers(rs, hosts)
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged and [s["action"] for s in outcome.steps] == ["add", "promote"]
+    assert clock.sleeps == []
+
+
+def test_a_new_member_that_says_it_is_still_syncing_is_waited_for(monkeypatch):
+    scripted_planner(monkeypatch, [member(0), member(1)])
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    rs.status_override = lambda cfg: status(cfg, states={1: 5}, version={1: -2})
+    rs.hellos = lambda hosts: answers(rs, hosts, secondary=False)
+    with pytest.raises(_converge.ConvergeTimeout) as err:
+        _converge.converge(rs, 10, clock=clock, sleep=clock.sleep)
+    assert [s["action"] for s in err.value.outcome.steps] == ["add"]
+    assert len(rs.sent) == 1
