@@ -27,9 +27,12 @@ FILES = {"keyfile": "mongod_keyfile_content", "admin-password": "mongod_admin_pa
          "api-token": "state_machine_api_token"}
 
 
-def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str, credential: dict | None = None) -> tuple[int, dict]:
+def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str,
+        credential: dict | None = None) -> tuple[int, dict, set]:
     """One job in its own new directory: the inventory in inventory/ (secrets default to inventory/stateserver-secrets)
-    and, like an AWX credential's extra_vars injector, the secrets in a 0400 file passed with -e @file."""
+    and, like an AWX credential's extra_vars injector, the secrets in a 0400 file passed with -e @file.
+
+    (rc, {task name: localhost's result}, the state machines any task ran on)."""
     (jobdir / "inventory").mkdir(parents=True)
     inventory = jobdir / "inventory" / "hosts.ini"
     inventory.write_text("[state_machines]\n" + "".join(
@@ -52,12 +55,14 @@ def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str, credential: d
                            str(REPO / "playbooks" / playbook), *extra, *args],
                           check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(jobdir))
     assert results.exists(), proc.stdout + proc.stderr
-    tasks = {}
+    tasks, touched = {}, set()
     for line in results.read_text().splitlines():
         entry = json.loads(line)
         if entry["host"] == "localhost":
             tasks[entry["task"]] = entry["result"]
-    return proc.returncode, tasks
+        else:
+            touched.add(entry["host"])
+    return proc.returncode, tasks, touched
 
 
 def files_under(path: Path) -> list[str]:
@@ -85,7 +90,7 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
     cluster = cluster_factory(size=3, start=0, extra_args=("--keyFile", str(keyfile)))
 
     # Nothing runs yet: a first deployment. --check says what it would generate and writes nothing.
-    rc, tasks = job(tmp_path / "job0", cluster, "ensure-ha.yml", "--check")
+    rc, tasks, touched = job(tmp_path / "job0", cluster, "ensure-ha.yml", "--check")
     assert rc == 0, tasks
     assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is True
     assert all("would be generated" in line for line in tasks["Say where each secret comes from"]["msg"][:3])
@@ -109,7 +114,7 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
 
     # Job 2: a fresh directory and the secrets injected as the credential does. It logs in with them (the plan
     # reads the records) and writes no secret anywhere.
-    rc, tasks = job(tmp_path / "job2", cluster, "ensure-ha.yml", "--check", credential=stored)
+    rc, tasks, touched = job(tmp_path / "job2", cluster, "ensure-ha.yml", "--check", credential=stored)
     assert rc == 0, tasks
     assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is False
     assert tasks["Say where each secret comes from"]["msg"] == [
@@ -117,25 +122,25 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
     assert files_under(tmp_path / "job2") == []
 
     # Job 3: a fresh directory and no credential. It stops before the plan and before any host task.
-    rc, tasks = job(tmp_path / "job3", cluster, "ensure-ha.yml", "-e", "n=3")
+    rc, tasks, touched = job(tmp_path / "job3", cluster, "ensure-ha.yml", "-e", "n=3")
     assert rc != 0
     msg = tasks["Stop when the secrets cannot be used"]["msg"]
     assert "already exists" in msg and cluster.addresses[0] in msg
     assert all(variable in msg for variable in FILES.values())
-    assert "Plan which machines keep, gain or lose a vote" not in tasks
+    assert "Plan which machines keep, gain or lose a vote" not in tasks and touched == set()
     assert files_under(tmp_path / "job3") == []
 
     # Outside AWX: stateserver_secrets_dir names the first deployment's directory, which is reused as it is.
-    rc, tasks = job(tmp_path / "job4", cluster, "ensure-ha.yml", "--check",
+    rc, tasks, touched = job(tmp_path / "job4", cluster, "ensure-ha.yml", "--check",
                     "-e", f"stateserver_secrets_dir={secrets_dir}")
     assert rc == 0, tasks
     assert all("reused from " + str(secrets_dir) in line for line in tasks["Say where each secret comes from"]["msg"])
     assert files_under(tmp_path / "job4") == []
 
     # retire-machine.yml has the same guard (mongod_secrets_dir, the older name, pointing nowhere useful).
-    rc, tasks = job(tmp_path / "job5", cluster, "retire-machine.yml", "-e", "machine=sm1", "--check",
+    rc, tasks, touched = job(tmp_path / "job5", cluster, "retire-machine.yml", "-e", "machine=sm1", "--check",
                     "-e", f"mongod_secrets_dir={tmp_path / 'job5' / 'elsewhere'}")
-    assert rc != 0 and "already exists" in tasks["Stop when the secrets cannot be used"]["msg"]
+    assert rc != 0 and "already exists" in tasks["Stop when the secrets cannot be used"]["msg"] and touched == set()
     assert not (tmp_path / "job5" / "elsewhere").exists()
 
     # The set kept its config and its admin login; the first job's files are untouched.
