@@ -1,0 +1,177 @@
+"""ensure_ha run the way AWX runs a job template, through ansible-runner, against a keyfile+auth simulator set.
+
+Each job gets a new private data directory laid out as AWX lays it out (shared/research/awx-jobs.md §1, §6): the
+project is a copy of extensions/awx/project (the ensure_ha.yml the job template names), the collection comes from
+requirements_collections/ (what AWX's project sync installs) and nothing else is on the collections path, the
+inventory is an executable script in inventory/, the survey answers are validated against the shipped survey as AWX
+validates a launch and written to env/extravars tagged !unsafe, and the credential is rendered from the shipped
+credential type's injectors into a 0400 file passed with -e @file in env/cmdline. The job template's job type is
+check: a run job would provision this machine. Results are read from ansible-runner's events; the set is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import ansible_runner
+import pytest
+import yaml
+from cluster import Cluster
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from playbook import REPO, run_tasks
+from pymongo import MongoClient
+from test_modules import ea, pg
+
+pytestmark = pytest.mark.timeout(600)
+
+AWX = REPO / "extensions" / "awx"
+PASSWORD = "awx-job-admin-{{ literal }}"
+CREDENTIAL = {"mongod_admin_password": PASSWORD, "mongod_keyfile_content": "K3yf1le" * 20,
+              "state_machine_api_token": "awx-job-api-token"}
+PLAN = "Plan which machines keep, gain or lose a vote"
+CONVERGE = "Move the replica set to the planned voters one safe reconfig at a time"
+
+
+class UnsafeDumper(yaml.SafeDumper):
+    """Strings written as AWX writes job extra vars: tagged !unsafe, so Ansible never templates an answer."""
+
+
+UnsafeDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar("!unsafe", value))
+
+
+def survey_answers(answers: dict) -> dict:
+    """The extra vars AWX derives from a launch: each answer checked as AWX checks it, defaults for the rest."""
+    spec = yaml.safe_load((AWX / "survey_ensure_ha.yml").read_text())["spec"]
+    out = {}
+    for q in spec:
+        value = answers.get(q["variable"], q.get("default"))
+        if q["type"] == "multiplechoice":
+            assert isinstance(value, str) and value in q["choices"], (q["variable"], value)
+        if q["type"] == "integer":
+            assert type(value) is int and q["min"] <= value <= q["max"], (q["variable"], value)
+        out[q["variable"]] = value
+    assert set(answers) <= set(out), "AWX drops extra vars that are not survey questions"
+    return out
+
+
+def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dict | None) -> dict[str, dict]:
+    """One check job in a new private data directory; {task name: localhost's result}. The directory is deleted."""
+    pdd = tmp / f"awx_{number}_job"
+    shutil.copytree(AWX / "project", pdd / "project")
+    link = pdd / "requirements_collections" / "ansible_collections" / "stateserver" / "ha"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(REPO)
+    (pdd / "inventory").mkdir()
+    hosts = {name: {"ansible_host": host, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                    "remote_tower_enabled": "true", "remote_tower_id": i + 1}
+             for i, (name, host) in enumerate(zip(cluster.names, cluster.hosts))}
+    inventory = {"all": {"children": ["state_machines"]}, "state_machines": {"hosts": list(hosts)},
+                 "_meta": {"hostvars": hosts}}
+    script = pdd / "inventory" / "hosts"
+    script.write_text(f"#!{sys.executable}\nprint({json.dumps(inventory)!r})\n")
+    script.chmod(0o700)
+    (pdd / "env").mkdir()
+    extravars = {**survey_answers(answers), "awx_job_id": number, "awx_job_template_name": "stateserver.ha ensure_ha"}
+    (pdd / "env" / "extravars").write_text(yaml.dump(extravars, Dumper=UnsafeDumper))
+    cmdline = "--check"
+    if credential is not None:
+        template = yaml.safe_load((AWX / "credential_type.yml").read_text())["injectors"]["extra_vars"]
+        sandbox = ImmutableSandboxedEnvironment()
+        injected = pdd / "env" / "tmpcredential"
+        injected.write_text(yaml.dump({k: sandbox.from_string(v).render(**credential) for k, v in template.items()},
+                                      Dumper=UnsafeDumper))
+        injected.chmod(0o400)
+        cmdline += f" -e @{injected}"
+    (pdd / "env" / "cmdline").write_text(cmdline)
+    env = {"ANSIBLE_COLLECTIONS_PATH": str(pdd / "requirements_collections"), "ANSIBLE_HOME": str(pdd / "home"),
+           "ANSIBLE_LOCAL_TEMP": str(pdd / "home" / "tmp"), "ANSIBLE_HOST_KEY_CHECKING": "False",
+           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False", "JOB_ID": str(number)}
+    try:
+        run = ansible_runner.run(private_data_dir=str(pdd), playbook="ensure_ha.yml", ident=str(number),
+                                 envvars=env, suppress_env_files=True, quiet=True, timeout=300)
+        tasks = {e["event_data"]["task"]: {**e["event_data"]["res"], "failed": e["event"] == "runner_on_failed"}
+                 for e in run.events if e["event"] in ("runner_on_ok", "runner_on_failed")
+                 and e["event_data"].get("host") == "localhost"}
+        tasks["__job__"] = {"rc": run.rc, "status": run.status,
+                            "secrets_written": [str(p) for p in pdd.rglob("*") if "stateserver-secrets" in p.parts]}
+        return tasks
+    finally:
+        shutil.rmtree(pdd)
+
+
+def admin(cluster: Cluster) -> MongoClient:
+    return MongoClient(cluster.addresses[:3], replicaSet=cluster.set_name, username="admin", password=PASSWORD,
+                       authSource="admin", serverSelectionTimeoutMS=10000)
+
+
+def state(cluster: Cluster) -> tuple[dict, list[dict]]:
+    with admin(cluster) as c:
+        config = c.admin.command("replSetGetConfig")["config"]
+        records = list(c.get_database("stateserver").get_collection("machines").find())
+    return config, records
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """3 voting state machines (sm1..sm3) of 5 running members, keyfile and auth on, as a first job leaves them."""
+    workdir = tmp_path_factory.mktemp("awx-jobs")
+    keyfile = workdir / "keyfile"
+    keyfile.write_text(CREDENTIAL["mongod_keyfile_content"])
+    keyfile.chmod(stat.S_IRUSR)
+    cluster = Cluster(workdir / "cluster", 5, extra_args=("--keyFile", str(keyfile)))
+    try:
+        config = {"_id": cluster.set_name, "version": 1, "settings": {"electionTimeoutMillis": 1000,
+                                                                      "heartbeatIntervalMillis": 200},
+                  "members": [{"_id": 0, "host": cluster.addresses[0],
+                               "tags": {"stateserver-machine": cluster.names[0]}}]}
+        with cluster.direct(0) as c:
+            c.admin.command("replSetInitiate", config)
+            cluster.wait_for(lambda: c.admin.command("hello").get("isWritablePrimary"), 30, "sm1 to become primary")
+            c.admin.command("createUser", "admin", pwd=PASSWORD, roles=["root"])
+        # run_tasks writes a playbook, whose strings Ansible templates: the braces in the password stay raw.
+        login = {"login_user": "admin", "login_password": "{% raw %}" + PASSWORD + "{% endraw %}"}
+        grown = run_tasks(workdir / "grow", [ea(cluster, 3, 5, **login), pg(cluster, **login)])
+        assert all(r.get("failed") is not True for r in grown.results), grown.results
+        yield cluster, workdir
+    finally:
+        cluster.stop()
+
+
+def test_a_survey_answer_5_as_text_plans_growth_with_the_credentials_secrets(deployed):
+    cluster, workdir = deployed
+    before = state(cluster)
+    tasks = job(workdir, 1, cluster, {"n": "5", "down_after": 60}, CREDENTIAL)
+    assert tasks["__job__"]["rc"] == 0, tasks
+    assert tasks["Say where each secret comes from"]["msg"] == [
+        "keyfile: given in variables", "admin_password: given in variables", "api_token: given in variables"]
+    plan = tasks[PLAN]
+    assert plan["first_deployment"] is False and sorted(plan["added"]) == ["sm4", "sm5"]
+    assert sorted(tasks[CONVERGE]["voters"]) == ["sm1", "sm2", "sm3", "sm4", "sm5"]
+    assert tasks["__job__"]["secrets_written"] == []
+    assert state(cluster) == before
+
+
+def test_a_job_in_a_fresh_directory_with_the_same_credential_plans_nothing(deployed):
+    cluster, workdir = deployed
+    before = state(cluster)
+    tasks = job(workdir, 2, cluster, {"n": "3", "down_after": 60}, CREDENTIAL)
+    assert tasks["__job__"]["rc"] == 0, tasks
+    assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
+    assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == ["sm1", "sm2", "sm3"]
+    assert tasks["__job__"]["secrets_written"] == []
+    assert state(cluster) == before
+
+
+def test_a_job_without_the_credential_stops_before_the_plan(deployed):
+    cluster, workdir = deployed
+    before = state(cluster)
+    tasks = job(workdir, 3, cluster, {"n": "3", "down_after": 60}, None)
+    assert tasks["__job__"]["rc"] != 0
+    assert tasks["Stop when the secrets cannot be used"]["failed"] is True
+    assert PLAN not in tasks
+    assert tasks["__job__"]["secrets_written"] == []
+    assert state(cluster) == before
