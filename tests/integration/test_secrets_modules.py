@@ -1,5 +1,8 @@
-"""deployment_certificates through ansible-playbook: a first deployment's CA and certificates, reused, re-issued for
-a changed address, never made under --check, and no new CA for a replica set that exists."""
+"""The secrets modules through ansible-playbook, in one play on a one-member set.
+
+deployment_certificates: a first deployment's CA and certificates, reused, re-issued for a changed address, never
+made under --check, and no new CA for a replica set that exists. deployment_secrets: a bad value given is refused
+with its variable named and nothing written."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from cryptography import x509
 from playbook import run_tasks
 
 CERTS = "stateserver.ha.deployment_certificates"
+SECRETS = "stateserver.ha.deployment_secrets"
 
 
 def machines(cluster, sm2_host: str) -> list[dict]:
@@ -38,8 +42,9 @@ def test_ca_and_machine_certificates_are_made_once_reused_and_reissued(tmp_path,
         moved,
         {CERTS: {"secrets_dir": str(existing), "machines": machines(cluster, "192.0.2.12"),
                  "seeds": cluster.addresses}},
+        {SECRETS: {"secrets_dir": str(existing), "keyfile": "not-base64!", "seeds": nothing}, "no_log": True},
     ])
-    check, issued, sm1_before, ca_before, again, reissued, refused = run.results
+    check, issued, sm1_before, ca_before, again, reissued, refused, bad_keyfile = run.results
     assert check["changed"] is True and check["ca"]["action"] == "issued", run.stdout
     # "issued", not "reused"/"reissued", after the --check task: that task wrote no file.
     assert issued["changed"] is True and issued["ca"]["action"] == "issued"
@@ -47,7 +52,9 @@ def test_ca_and_machine_certificates_are_made_once_reused_and_reissued(tmp_path,
     assert again["changed"] is False and again["ca"]["action"] == "reused"
     assert {n: c["action"] for n, c in again["certificates"].items()} == {"sm1": "reused", "sm2": "reused"}
     assert {n: c["action"] for n, c in reissued["certificates"].items()} == {"sm1": "reused", "sm2": "reissued"}
-    assert refused.get("failed") is True and "already exists" in refused["msg"] and not existing.exists()
+    assert refused.get("failed") is True and "already exists" in refused["msg"]
+    assert bad_keyfile.get("failed") is True and "mongod_keyfile_content" in bad_keyfile["msg"]
+    assert "not-base64!" not in bad_keyfile["msg"] and not existing.exists()
 
     # Read back: the same CA and sm1 certificate as after the first run, sm2 re-issued for its new address.
     assert (fresh / "ca.crt").read_bytes() == base64.b64decode(ca_before["content"])
