@@ -142,8 +142,9 @@ def controller():
 
 @pytest.fixture(scope="module")
 def extra_collections() -> Path:
-    subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-collections"), "awx.awx"], check=True,
-                   capture_output=True, timeout=300)
+    fetched = subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-collections"), "awx.awx"], check=False,
+                             capture_output=True, text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     return REPO / "build" / "extra-collections"
 
 

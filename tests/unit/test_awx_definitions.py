@@ -132,8 +132,9 @@ def test_the_survey_asks_what_ensure_ha_reads_and_no_secret():
 @pytest.fixture(scope="module")
 def awx_env(tmp_path_factory) -> dict:
     """An environment with awx.awx (unpacked from PyPI's ansible by scripts/fetch-collections) and this collection."""
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch-collections"), "awx.awx"], check=True,
-                   capture_output=True, timeout=300)
+    fetched = subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch-collections"), "awx.awx"], check=False,
+                             capture_output=True, text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     home = tmp_path_factory.mktemp("ansible-home")
     return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", ANSIBLE_HOME=str(home),
                 ANSIBLE_COLLECTIONS_PATH=f"{EXTRA}{os.pathsep}{ROOT / 'build' / 'collections'}")
