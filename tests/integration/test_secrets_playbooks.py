@@ -27,10 +27,8 @@ FILES = {"keyfile": "mongod_keyfile_content", "admin-password": "mongod_admin_pa
          "api-token": "state_machine_api_token"}
 
 
-def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str,
-        credential: dict | None = None) -> tuple[int, dict, set]:
-    """One job in its own new directory: the inventory in inventory/ (secrets default to inventory/stateserver-secrets)
-    and, like an AWX credential's extra_vars injector, the secrets in a 0400 file passed with -e @file.
+def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str) -> tuple[int, dict, set]:
+    """One job in its own new directory, the inventory in inventory/ (secrets default to inventory/stateserver-secrets).
 
     (rc, {task name: localhost's result}, the state machines any task ran on)."""
     (jobdir / "inventory").mkdir(parents=True)
@@ -38,13 +36,6 @@ def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str,
     inventory.write_text("[state_machines]\n" + "".join(
         f"{name} ansible_host={host} ansible_connection=local ansible_python_interpreter={sys.executable}\n"
         for name, host in zip(cluster.names, cluster.hosts)))
-    extra = []
-    if credential is not None:
-        injected = jobdir / "env" / "credential.json"
-        injected.parent.mkdir()
-        injected.write_text(json.dumps(credential))
-        injected.chmod(0o400)
-        extra = ["-e", f"@{injected}"]
     plugins = jobdir / "callbacks"
     plugins.mkdir()
     (plugins / "record.py").write_text(RECORDER)
@@ -52,7 +43,7 @@ def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str,
     env = ansible_env(jobdir / "ansible-home")
     env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                           str(REPO / "playbooks" / playbook), *extra, *args],
+                           str(REPO / "playbooks" / playbook), *args],
                           check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(jobdir))
     assert results.exists(), proc.stdout + proc.stderr
     tasks, touched = {}, set()
@@ -112,36 +103,30 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
     with admin(cluster, stored["mongod_admin_password"]) as c:
         config = c.admin.command("replSetGetConfig")["config"]
 
-    # Job 2: a fresh directory and the secrets injected as the credential does. It logs in with them (the plan
-    # reads the records) and writes no secret anywhere.
-    rc, tasks, touched = job(tmp_path / "job2", cluster, "ensure-ha.yml", "--check", credential=stored)
-    assert rc == 0, tasks
-    assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is False
-    assert tasks["Say where each secret comes from"]["msg"] == [
-        "keyfile: given in variables", "admin_password: given in variables", "api_token: given in variables"]
-    assert files_under(tmp_path / "job2") == []
-
-    # Job 3: a fresh directory and no credential. It stops before the plan and before any host task.
-    rc, tasks, touched = job(tmp_path / "job3", cluster, "ensure-ha.yml", "-e", "n=3")
+    # Job 2: a fresh directory and no credential. It stops before the plan and before any host task. (A job with
+    # the credential injected is test_awx_jobs.py's, through ansible-runner.)
+    rc, tasks, touched = job(tmp_path / "job2", cluster, "ensure-ha.yml", "-e", "n=3")
     assert rc != 0
     msg = tasks["Stop when the secrets cannot be used"]["msg"]
     assert "already exists" in msg and cluster.addresses[0] in msg
     assert all(variable in msg for variable in FILES.values())
     assert "Plan which machines keep, gain or lose a vote" not in tasks and touched == set()
-    assert files_under(tmp_path / "job3") == []
+    assert files_under(tmp_path / "job2") == []
 
-    # Outside AWX: stateserver_secrets_dir names the first deployment's directory, which is reused as it is.
-    rc, tasks, touched = job(tmp_path / "job4", cluster, "ensure-ha.yml", "--check",
+    # Outside AWX: stateserver_secrets_dir names the first deployment's directory, which is reused as it is; the
+    # plan logs in with the generated admin password and reads the records.
+    rc, tasks, touched = job(tmp_path / "job3", cluster, "ensure-ha.yml", "--check",
                     "-e", f"stateserver_secrets_dir={secrets_dir}")
     assert rc == 0, tasks
+    assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is False
     assert all("reused from " + str(secrets_dir) in line for line in tasks["Say where each secret comes from"]["msg"])
-    assert files_under(tmp_path / "job4") == []
+    assert files_under(tmp_path / "job3") == []
 
     # retire-machine.yml has the same guard (mongod_secrets_dir, the older name, pointing nowhere useful).
-    rc, tasks, touched = job(tmp_path / "job5", cluster, "retire-machine.yml", "-e", "machine=sm1", "--check",
-                    "-e", f"mongod_secrets_dir={tmp_path / 'job5' / 'elsewhere'}")
+    rc, tasks, touched = job(tmp_path / "job4", cluster, "retire-machine.yml", "-e", "machine=sm1", "--check",
+                    "-e", f"mongod_secrets_dir={tmp_path / 'job4' / 'elsewhere'}")
     assert rc != 0 and "already exists" in tasks["Stop when the secrets cannot be used"]["msg"] and touched == set()
-    assert not (tmp_path / "job5" / "elsewhere").exists()
+    assert not (tmp_path / "job4" / "elsewhere").exists()
 
     # The set kept its config and its admin login; the first job's files are untouched.
     with admin(cluster, stored["mongod_admin_password"]) as c:
