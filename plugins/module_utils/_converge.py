@@ -14,9 +14,10 @@ ready) and sends nothing.
 
 The primary learns a member's state from its own heartbeats, up to one interval late (2 s by default): a member
 added a moment ago is still STARTUP2 there after it has synced, and a secondary that fetched the last config is still
-on the one before. Members the primary reaches but lists like that are asked directly (hello), and the set is judged
-on what they say about themselves (own_view); mongod takes a reconfig whatever the primary's view of a member, and
-still waits by itself for the previous config to be committed before it installs the next.
+on the one before. Members the primary reaches but lists like that are asked directly (hello), and the next step is
+planned on what they say about themselves (own_view); mongod takes a reconfig whatever the primary's view of a member,
+and still waits by itself for the previous config to be committed before it installs the next. A run ends only when
+the primary itself shows every member ready (their config version may be their own word).
 
 How each refusal mongod sends is handled (codes from its error_codes.yml):
   74 NodeNotFound, 109 ConfigurationInProgress, 117 ConflictingOperationInProgress, 308
@@ -262,13 +263,15 @@ def lagging_hosts(status: dict | None) -> list[str]:
             and (m.get("state") in JOINING_STATES or not same_config(m.get("configVersion"), m.get("configTerm"), *want))]
 
 
-def own_view(status: dict | None, answers: dict, set_name: str) -> dict | None:
+def own_view(status: dict | None, answers: dict, set_name: str, states: bool = True) -> dict | None:
     """`status` with each member that says, asked directly, that it is a SECONDARY of this set on the primary's config
     version shown as such. answers: {host: hello document or error text}.
 
     hello carries the config version but not its term, so such a member's configTerm is given as -1, which compares
-    versions only (same_config). Whatever else a member says (still syncing, on another version, another set, no
-    answer) leaves the primary's view of it as it is.
+    versions only (same_config). With states=False only the config version is taken from the member, its state stays
+    the primary's: a run ends when the primary itself shows every member ready, as drivers and status tools see it.
+    Whatever else a member says (still syncing, on another version, another set, no answer) leaves the primary's
+    view of it as it is.
     """
     found = primaries(status)
     if len(found) != 1 or not answers:
@@ -279,8 +282,9 @@ def own_view(status: dict | None, answers: dict, set_name: str) -> dict | None:
         hello = answers.get(m["name"])
         if (m is not found[0] and answers_as_member(hello, m["name"], set_name) and hello.get("secondary") is True
                 and hello.get("setVersion") == version):
-            m = {**m, "state": SECONDARY, "stateStr": STATE_NAMES[SECONDARY], "configVersion": version,
-                 "configTerm": -1}
+            m = {**m, "configVersion": version, "configTerm": -1}
+            if states:
+                m.update(state=SECONDARY, stateStr=STATE_NAMES[SECONDARY])
         members.append(m)
     return {**status, "members": members}
 
@@ -557,8 +561,12 @@ class _Loop:
             self.wait([str(exc)])
             return False
         self.stepped_down = None
-        view = self._own_view(view)
-        self.outcome.after, self.outcome.status = view.config, view.status
+        hosts = lagging_hosts(view.status)
+        answers = self.rs.hellos(hosts) if hosts else {}
+        # Steps are planned on what lagging members say of themselves; the run ends on the states the primary shows.
+        shown = own_view(view.status, answers, self.rs.set_name, states=False)
+        view = ReplSetView(config=view.config, status=own_view(view.status, answers, self.rs.set_name), now=view.now)
+        self.outcome.after, self.outcome.status = view.config, shown
         if self.pending is not None:
             step, sent = self.pending
             self.pending = None
@@ -573,7 +581,7 @@ class _Loop:
         except PeerGroupError as exc:
             raise PlanError(str(exc)) from exc
         if not steps:
-            converged, reasons = convergence_report(view, records)
+            converged, reasons = convergence_report(ReplSetView(config=view.config, status=shown, now=view.now), records)
             if converged:
                 self.outcome.converged, self.outcome.reasons = True, []
                 self.outcome.elapsed = self.deadline.elapsed()
@@ -582,14 +590,6 @@ class _Loop:
             return False
         self._send(steps[0], view)
         return False
-
-    def _own_view(self, view):
-        """The view with lagging members as they report themselves (see own_view); the view as read when none lags."""
-        hosts = lagging_hosts(view.status)
-        if not hosts:
-            return view
-        status = own_view(view.status, self.rs.hellos(hosts), self.rs.set_name)
-        return ReplSetView(config=view.config, status=status, now=view.now)
 
     def _new_primary(self):
         """After a step-down: the new primary's host to read the next view from, or False after waiting for it.

@@ -658,6 +658,8 @@ def test_own_view_takes_a_members_word_only_for_being_a_secondary_on_the_primary
     assert (entry["state"], entry["configVersion"], entry["configTerm"]) == (state, version, term)
     assert mine["members"][0] == st["members"][0]
     assert st["members"][1]["state"] == 5  # the status read is not changed
+    shown = _converge.own_view(st, {"h1:37017": answer}, "stateserver", states=False)["members"][1]
+    assert (shown["state"], shown["configVersion"], shown["configTerm"]) == (5, version, term)
 
 
 def answers(rs: FakeSet, hosts: list, secondary: bool = True) -> dict:
@@ -670,12 +672,47 @@ def answers(rs: FakeSet, hosts: list, secondary: bool = True) -> dict:
 def test_a_new_member_that_says_it_has_synced_is_promoted_without_waiting_for_the_primarys_heartbeat(monkeypatch):
     scripted_planner(monkeypatch, [member(0), member(1)])
     rs, clock = FakeSet(config(1, [member(0)])), Clock()
-    # The primary still lists the member it added as STARTUP2 on no config (its next heartbeat would say more).
-    rs.status_override = lambda cfg: status(cfg, states={1: 5}, version={1: -2})
+    # The primary lists the member it added as STARTUP2 on no config until its next heartbeat, which comes after the
+    # promotion here (the fourth read), a config behind; the member itself says at once that it is SECONDARY on the
+    # current config.
+    reads = {"n": 0}
+
+    def heartbeat_late(cfg):
+        reads["n"] += 1
+        if reads["n"] < 4:
+            return status(cfg, states={1: 5}, version={1: -2})
+        return status(cfg, version={1: cfg["version"] - 1})
+    rs.status_override = heartbeat_late
     rs.hellos = lambda hosts: answers(rs, hosts)
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged and [s["action"] for s in outcome.steps] == ["add", "promote"]
+    assert [c["version"] for c in rs.sent] == [2, 3]
+    # Promoted on the member's word at once; the run ended once the primary showed it SECONDARY too, and its config
+    # version (1 behind in the primary's view) was taken from the member.
     assert clock.sleeps == []
+    assert outcome.status["members"][1]["state"] == 2
+
+
+def test_a_run_ends_only_when_the_primary_itself_shows_every_member_ready(monkeypatch):
+    target = [member(0), member(1, votes=0)]
+    scripted_planner(monkeypatch, target)
+
+    def report(view, machines):
+        done = _replset.same_members(view.config, config(0, target)) and all(
+            m["state"] in (1, 2) for m in view.status["members"])
+        return done, ([] if done else ["not there yet"])
+    monkeypatch.setattr(_converge, "convergence_report", report)
+    rs, clock = FakeSet(config(1, [member(0)])), Clock()
+    reads = {"n": 0}
+
+    def heartbeat_late(cfg):
+        reads["n"] += 1
+        return status(cfg, states={1: 5}) if reads["n"] < 5 else status(cfg)
+    rs.status_override = heartbeat_late
+    rs.hellos = lambda hosts: answers(rs, hosts)
+    outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
+    assert outcome.converged and [s["action"] for s in outcome.steps] == ["add"]
+    assert clock.sleeps == [0.5, 0.5]  # the standby said SECONDARY at once; the primary showed it two reads later
 
 
 def test_a_new_member_that_says_it_is_still_syncing_is_waited_for(monkeypatch):
