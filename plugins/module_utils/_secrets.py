@@ -62,7 +62,7 @@ def value_problem(spec: SecretSpec, value: str, where: str) -> str | None:
 
 def new_value(spec: SecretSpec) -> str:
     """A fresh random value (the OS's CSPRNG through `secrets`)."""
-    return "".join(secrets.choice(spec.alphabet) for _ in range(spec.length))
+    return "".join(secrets.choice(spec.alphabet) for _position in range(spec.length))
 
 
 @dataclass

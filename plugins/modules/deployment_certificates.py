@@ -229,7 +229,7 @@ def main() -> None:
                      f"members), but its CA is not in {pki.path} (ca.crt, ca.key). Put the deployment's CA there; "
                      "a new one would not be trusted by the members and clients that have the old one, so none was "
                      "made."),
-                **dict(base, ca=dict(base["ca"], action="missing")))
+                **{**base, "ca": {**base["ca"], "action": "missing"}})
         changes = [name for name, action in plan.machines.items() if action != REUSE]
         if not module.check_mode:
             if plan.ca == ISSUE:

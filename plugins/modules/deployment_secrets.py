@@ -298,7 +298,7 @@ def main() -> None:
         # Files written before the failure stay: they are this first deployment's secrets, and the next run reuses
         # them rather than making others.
         module.fail_json(msg=f"{exc}; written so far: {', '.join(generated) or 'nothing'}",
-                         **dict(result, changed=bool(generated)))
+                         **{**result, "changed": bool(generated)})
 
     paths = [store.file(BY_NAME[name]) for name in plan.to_generate]
     msg = generated_message(paths, module.check_mode) if paths else "; ".join(result["report"])

@@ -116,7 +116,7 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
     # Outside AWX: stateserver_secrets_dir names the first deployment's directory, which is reused as it is; the
     # plan logs in with the generated admin password and reads the records.
     rc, tasks, touched = job(tmp_path / "job3", cluster, "ensure-ha.yml", "--check",
-                    "-e", f"stateserver_secrets_dir={secrets_dir}")
+                             "-e", f"stateserver_secrets_dir={secrets_dir}")
     assert rc == 0, tasks
     assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is False
     assert all("reused from " + str(secrets_dir) in line for line in tasks["Say where each secret comes from"]["msg"])
@@ -124,7 +124,7 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
 
     # retire-machine.yml has the same guard (mongod_secrets_dir, the older name, pointing nowhere useful).
     rc, tasks, touched = job(tmp_path / "job4", cluster, "retire-machine.yml", "-e", "machine=sm1", "--check",
-                    "-e", f"mongod_secrets_dir={tmp_path / 'job4' / 'elsewhere'}")
+                             "-e", f"mongod_secrets_dir={tmp_path / 'job4' / 'elsewhere'}")
     assert rc != 0 and "already exists" in tasks["Stop when the secrets cannot be used"]["msg"] and touched == set()
     assert not (tmp_path / "job4" / "elsewhere").exists()
 

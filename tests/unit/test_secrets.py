@@ -88,7 +88,7 @@ def test_the_missing_message_names_each_variable_file_and_place():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_generated_values_follow_the_rules(spec):
-    values = {new_value(spec) for _ in range(5)}
+    values = {new_value(spec) for _attempt in range(5)}
     assert len(values) == 5
     for value in values:
         assert len(value) == spec.length and value_problem(spec, value, "x") is None

@@ -62,7 +62,7 @@ def test_issued_files_parse_verify_and_are_private(tmp_path):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     for key in (pki.ca_key_path, key_path):
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-    loaded_ca, _ = pki.load_ca()
+    loaded_ca = pki.load_ca()[0]
     with open(cert_path, "rb") as handle:
         cert = x509.load_pem_x509_certificate(handle.read())
     assert signed_by(cert, loaded_ca)
@@ -76,15 +76,15 @@ def test_issued_files_parse_verify_and_are_private(tmp_path):
     assert pki.machine_sans("sm1", loaded_ca) == sans == certificate_sans(cert)
 
     # Another deployment's CA did not sign it, so it would be re-issued under that CA.
-    other_ca, _ = new_ca("other")
+    other_ca = new_ca("other")[0]
     assert not signed_by(cert, other_ca) and pki.machine_sans("sm1", other_ca) is None
     assert pki.machine_sans("sm2", loaded_ca) is None
 
 
 def test_a_ca_key_that_does_not_match_is_refused(tmp_path):
     pki = PkiDir(str(tmp_path))
-    ca_cert, _ = new_ca("stateserver")
-    _, other_key = new_ca("other")
+    ca_cert = new_ca("stateserver")[0]
+    other_key = new_ca("other")[1]
     pki.write(pki.ca_cert_path, pki.ca_key_path, ca_cert, other_key)
     with pytest.raises(PkiDirError, match="is not the key of"):
         pki.load_ca()
