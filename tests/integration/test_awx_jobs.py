@@ -52,7 +52,9 @@ def survey_answers(answers: dict) -> dict:
         if q["type"] == "multiplechoice":
             assert isinstance(value, str) and value in q["choices"], (q["variable"], value)
         if q["type"] == "integer":
-            assert type(value) is int and q["min"] <= value <= q["max"], (q["variable"], value)
+            # A JSON integer: AWX refuses "5" and true.
+            assert isinstance(value, int) and not isinstance(value, bool), (q["variable"], value)
+            assert q["min"] <= value <= q["max"], (q["variable"], value)
         out[q["variable"]] = value
     assert set(answers) <= set(out), "AWX drops extra vars that are not survey questions"
     return out
