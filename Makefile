@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_HOME := $(CURDIR)/build/ansible-home
 
-.PHONY: venv collection test test-unit test-mongosim test-integration test-api lint sanity lab lab-clean
+.PHONY: venv collection tools test test-unit test-mongosim test-integration test-api lint sanity lab lab-clean
 
 venv: $(VENV)/.stamp collection
 
@@ -26,7 +26,13 @@ collection:
 	mkdir -p $(COLLECTIONS)/ansible_collections/stateserver
 	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/stateserver/ha
 
-test: venv
+# Test-only tools fetched into build/ once (nothing installed): promtool checks the shipped alert rules; awx.awx
+# (from PyPI's ansible) lets lint and the AWX tests resolve playbooks/awx_configure.yml.
+tools: venv
+	bash scripts/fetch-promtool
+	$(BIN)/python scripts/fetch-collections awx.awx
+
+test: venv tools
 	bash scripts/run-tests
 
 test-unit: venv
@@ -38,7 +44,7 @@ test-mongosim: venv
 test-integration: venv
 	$(BIN)/pytest tests/integration
 
-test-api: venv
+test-api: venv tools
 	$(BIN)/pytest apiserver/tests
 
 lint: venv

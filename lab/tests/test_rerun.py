@@ -10,6 +10,7 @@ ansible-runner's events, and the host's files and services over SSH.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import ansible_runner
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LABHOSTS = ROOT / "lab" / "labhosts.py"
@@ -68,7 +70,7 @@ def run(state: Path, *args: str) -> dict:
     (state / "runner").mkdir(exist_ok=True)
     runner = ansible_runner.run(
         private_data_dir=str(state / "runner"), playbook=str(play), inventory=str(state / "inventory.yml"),
-        cmdline=" ".join(args), quiet=True, rotate_artifacts=1,
+        cmdline=" ".join(("-e", f"@{state / 'secrets.yml'}", *args)), quiet=True, rotate_artifacts=1,
         envvars={"PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
                  "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "build" / "collections"),
                  "ANSIBLE_HOME": str(ROOT / "build" / "ansible-home"), "ANSIBLE_PIPELINING": "True",
@@ -79,6 +81,16 @@ def run(state: Path, *args: str) -> dict:
         if event["event"] in ("runner_on_ok", "runner_on_skipped", "runner_on_failed"):
             tasks.setdefault(event["event_data"]["task"], []).append(event)
     return {"changed": sum(runner.stats["changed"].values()), "tasks": tasks}
+
+
+def write_secrets(state: Path) -> None:
+    """The role never makes secrets (ensure-ha.yml resolves them and passes them in): give it the deployment's."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    made = {name: "".join(secrets.choice(alphabet) for _ in range(length)) for name, length in
+            (("mongod_keyfile_content", 756), ("mongod_admin_password", 32), ("state_machine_api_token", 40))}
+    path = state / "secrets.yml"
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(made))
 
 
 def applied_in_full(result: dict) -> bool:
@@ -98,6 +110,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("rerun") / "state"
     labhosts(state, "up", f"--prefix={PREFIX}", f"--subnet={SUBNET}", "--count=1", "--name=r", "--wheels")
     try:
+        write_secrets(state)
         run(state, "-e", "mongod_bootstrap=true")
         yield state
     finally:

@@ -13,6 +13,7 @@ code does, and the convergence loop (_converge.py) chooses what to send and when
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -181,6 +182,18 @@ def client_options(params: dict) -> dict:
     return opts
 
 
+def unreadable_tls_file(params: dict) -> str | None:
+    """A message naming the TLS file option this controller cannot read, else None. pymongo would raise a bare
+    OSError while building its client, which names no option."""
+    if not params.get("tls"):
+        return None
+    for option in ("tls_ca_file", "tls_certificate_key_file"):
+        path = params.get(option)
+        if path and not os.access(path, os.R_OK):
+            return f"{option} {path!r} cannot be read here (missing, or no permission); give a readable PEM file"
+    return None
+
+
 def _utcnow() -> datetime.datetime:
     # Naive UTC, the same kind of datetime pymongo returns with tz_aware=False.
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # noqa: UP017 (targets may run 3.8+)
@@ -212,7 +225,7 @@ class ReplSet:
     def __init__(self, params: dict) -> None:
         # Options left out (or None) take the documented defaults, as they would through the argument spec.
         params = {**connection_defaults(), **{k: v for k, v in params.items() if v is not None}}
-        problem = check_connection(params)
+        problem = check_connection(params) or unreadable_tls_file(params)
         if problem:
             raise ReplSetError(problem)
         self.params = params

@@ -186,3 +186,14 @@ def test_too_stale_asks_each_recovering_member_itself(monkeypatch):
     assert sorted(asked) == [("down:1", "replSetGetStatus"), ("stale:1", "replSetGetStatus"),
                              ("syncing:1", "replSetGetStatus")]
     assert rs.too_stale([]) == frozenset()
+
+
+@pytest.mark.parametrize("option", ["tls_ca_file", "tls_certificate_key_file"])
+def test_an_unreadable_tls_file_is_named_before_any_connection(tmp_path, option):
+    missing = tmp_path / "absent.pem"
+    with pytest.raises(_replset.ReplSetError, match=f"{option} .*absent.pem.* cannot be read"):
+        _replset.ReplSet({"seeds": ["127.0.0.1:1"], "tls": True, option: str(missing)})
+    readable = tmp_path / "ca.pem"
+    readable.write_text("not checked here: pymongo reads it\n")
+    _replset.ReplSet({"seeds": ["127.0.0.1:1"], "tls": True, option: str(readable)}).close()
+    _replset.ReplSet({"seeds": ["127.0.0.1:1"], "tls": False, option: str(missing)}).close()
