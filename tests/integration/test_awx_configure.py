@@ -168,8 +168,8 @@ FULL = {"awx_inventory": "lab", "awx_project": "stateserver", "awx_project_scm_u
         "awx_machine_credential": "lab ssh", "awx_deployment_secrets": SECRETS}
 
 
-def test_awx_configure_creates_the_credential_type_credential_and_job_template(tmp_path, controller,
-                                                                              extra_collections):
+def test_awx_configure_creates_the_credential_type_credential_and_job_template(
+        tmp_path, controller, extra_collections):
     run = configure(tmp_path / "first", controller, extra_collections, FULL)
     assert run.returncode == 0, run.stdout + run.stderr
     assert all(auth == f"Bearer {TOKEN}" for _m, _p, auth in controller.requests)
@@ -209,8 +209,8 @@ def test_awx_configure_creates_the_credential_type_credential_and_job_template(t
     ({**FULL, "awx_deployment_secrets": {"mongod_admin_password": "x"}}, ["awx_deployment_secrets", "Nothing"]),
     ({**FULL, "awx_deployment_secrets": {**SECRETS, "state_machine_api_token": ""}}, ["non-empty strings"]),
 ])
-def test_awx_configure_refuses_bad_input_before_calling_the_controller(tmp_path, controller, extra_collections,
-                                                                      extra, words):
+def test_awx_configure_refuses_bad_input_before_calling_the_controller(
+        tmp_path, controller, extra_collections, extra, words):
     run = configure(tmp_path, controller, extra_collections, extra)
     assert run.returncode != 0
     assert controller.requests == []
