@@ -199,6 +199,8 @@ class Node:
         self.stepping_down: asyncio.Event | None = None
         self._changed = asyncio.Event()
         self._hb_tasks: dict[int, asyncio.Task] = {}
+        self._hb_wake: dict[int, asyncio.Event] = {}  # set: the member's heartbeat loop sends its next one now
+        self._removing_newly_added = False
         self._tasks: list[asyncio.Task] = []
         self._electing = False
         self._takeover_since = 0.0
@@ -503,13 +505,18 @@ class Node:
         self.topology_changed()
 
     def _restart_heartbeats(self) -> None:
+        """As mongod on every config install (a reconfig, a config from a heartbeat, initiate): a heartbeat to every
+        member now, carrying the new version, so the others learn of it, and answer it, without waiting an interval."""
         wanted = set(self.members) if self.config else set()
         for mid in list(self._hb_tasks):
             if mid not in wanted:
                 self._hb_tasks.pop(mid).cancel()
+                self._hb_wake.pop(mid, None)
         for mid in wanted:
             if mid not in self._hb_tasks:
+                self._hb_wake[mid] = asyncio.Event()
                 self._hb_tasks[mid] = asyncio.ensure_future(self._heartbeat_loop(mid))
+            self._kick_heartbeat(mid)
 
     def config_committed(self) -> bool:
         """mongod's rule: the config is on a majority of its voters, a write of this term is majority-committed,
@@ -537,22 +544,28 @@ class Node:
     def install_new_config(self, cfg: dict) -> None:
         self.config_oplog_commitment = self.commit_point
         self._install_config(cfg, source="reconfig")
-        for task_mid in list(self.members):
-            self._kick_heartbeat(task_mid)
 
     def _kick_heartbeat(self, mid: int) -> None:
-        asyncio.ensure_future(self._one_heartbeat(mid))
+        """The member's next heartbeat goes now (after the one in flight, if any) and its schedule restarts from it."""
+        wake = self._hb_wake.get(mid)
+        if wake is not None:
+            wake.set()
 
     # ---- heartbeats ----------------------------------------------------------------------------
 
     async def _heartbeat_loop(self, mid: int) -> None:
+        wake = self._hb_wake[mid]
         while True:
+            wake.clear()  # a kick while this heartbeat is in flight sends the next one right after it
             started = time.monotonic()
             retry = await self._one_heartbeat(mid)
             if retry:
                 await asyncio.sleep(0.01)
                 continue
-            await asyncio.sleep(max(0.0, self.hb_interval - (time.monotonic() - started)))
+            try:
+                await asyncio.wait_for(wake.wait(), max(0.0, self.hb_interval - (time.monotonic() - started)))
+            except TimeoutError:
+                pass
 
     def heartbeat_request(self) -> dict:
         body = {"replSetHeartbeat": self.config["_id"] if self.config else self.opts.repl_set,
@@ -650,6 +663,10 @@ class Node:
         if prev_state != info.state or prev_progress != (info.config_version, info.config_term, info.applied,
                                                          info.durable):
             self.notify()
+        m = self.member_cfg(mid)
+        if self.state == PRIMARY and m is not None and m.get("newlyAdded") and info.state in (SECONDARY, RECOVERING,
+                                                                                              ROLLBACK):
+            self._remove_newly_added(mid)
 
     def _may_adopt(self, cfg: dict) -> bool:
         """A config from a heartbeat: newer, of our set name, and (once we have one) of our replica set id."""
@@ -677,9 +694,15 @@ class Node:
             raise CommandError("InvalidReplicaSetConfig", f"replica set IDs do not match, ours: "
                                f"{self.config['settings']['replicaSetId']}; remote node's: {theirs}")
         sender_id = body.get("fromId", -1)
-        if sender_id in self.members and self.config and self.host_of(sender_id) == body.get("from"):
-            self.members[sender_id].last_hb_recv = now_utc()
         sender_cfg = (int(body.get("configVersion", -2)), int(body.get("configTerm", -1)))
+        if sender_id in self.members and self.config and self.host_of(sender_id) == body.get("from"):
+            sender = self.members[sender_id]
+            sender.last_hb_recv = now_utc()
+            if (rsconfig.same_version(sender_cfg, rsconfig.version_key(self.config))
+                    and not rsconfig.same_version((sender.config_version, sender.config_term), sender_cfg)):
+                # mongod takes a member's config version only from a heartbeat *response*; when a request shows the
+                # member now has our config, it heartbeats the member at once so waiters on that config wake now.
+                self._kick_heartbeat(sender_id)
         if int(body.get("term", -1)) > self.term and self.config is not None:
             self.set_term(int(body["term"]))
         resp: dict[str, Any] = {"ok": 1.0, "set": self.opts.repl_set, "state": self.state,
@@ -730,7 +753,6 @@ class Node:
             now = time.monotonic()
             if self.state == PRIMARY:
                 self._check_primary_liveness(now)
-                self._clear_newly_added()
                 continue
             if self._electing or not self.can_stand():
                 if self.state != SECONDARY:
@@ -756,24 +778,40 @@ class Node:
             if now >= self.election_deadline:
                 await self.run_election("electionTimeout")
 
-    def _clear_newly_added(self) -> None:
-        """The primary's automatic reconfig that makes a synced newlyAdded member a voter."""
-        if self.state != PRIMARY or self.config is None or self.reconfig_running:
+    def _remove_newly_added(self, mid: int) -> None:
+        """mongod's automatic reconfig that makes a synced newlyAdded member a voter, tried on each heartbeat response
+        from it in SECONDARY, RECOVERING or ROLLBACK. It gives up at once when another reconfig runs or the current
+        config is not committed yet; the member's next heartbeat response tries again."""
+        if self.reconfig_running or self._removing_newly_added or not self.config_committed():
             return
-        ready = [m["_id"] for m in self.config["members"] if m.get("newlyAdded")
-                 and self.members.get(m["_id"], MemberInfo()).state == SECONDARY
-                 and self.members[m["_id"]].health == 1]
-        if not ready or not self.config_committed():
-            return
-        ready = ready[:1]  # each automatic reconfig changes one voter, as every safe reconfig must
-        cfg = copy.deepcopy(self.config)
-        for m in cfg["members"]:
-            if m["_id"] in ready:
-                m.pop("newlyAdded", None)
-        cfg["version"] += 1
-        cfg["term"] = self.term
-        log.info("automatic reconfig: members %s are no longer newlyAdded", ready)
-        self.install_new_config(cfg)
+        self._removing_newly_added = True
+        asyncio.ensure_future(self._reconfig_without_newly_added(mid))
+
+    async def _reconfig_without_newly_added(self, mid: int) -> None:
+        assert self.config is not None and self.my_id is not None
+        term = self.term
+        self.reconfig_running = True
+        try:
+            cfg = copy.deepcopy(self.config)
+            # one member per automatic reconfig: each changes one voter, as every safe reconfig must
+            member = next((m for m in cfg["members"] if m["_id"] == mid and m.get("newlyAdded")), None)
+            if member is None:
+                return
+            member.pop("newlyAdded")
+            cfg["version"] += 1
+            cfg["term"] = term
+            try:
+                await self.server.reconfig_quorum_check(cfg, self.my_id)
+            except CommandError as e:
+                log.info("automatic reconfig for member %s failed its quorum check: %s", mid, e.message)
+                return
+            if self.state != PRIMARY or self.term != term or not self.config_committed():
+                return
+            log.info("automatic reconfig: member %s is no longer newlyAdded", mid)
+            self.install_new_config(cfg)
+        finally:
+            self.reconfig_running = False
+            self._removing_newly_added = False
 
     def _takeover_candidate(self, primary: MemberInfo) -> bool:
         me, pcfg = self.me(), self.member_cfg(self.primary_id)

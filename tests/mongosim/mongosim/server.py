@@ -635,7 +635,7 @@ class Server:
                                        f"{mine[0]['_id']} is not electable under the new configuration with "
                                        f"{{version: {new['version']}, term: {new['term']}}} for replica set "
                                        f"{new['_id']}")
-                await self._reconfig_quorum_check(new, mine[0]["_id"])
+                await self.reconfig_quorum_check(new, mine[0]["_id"])
                 _require_still_primary(n, term)
             n.install_new_config(new)
         finally:
@@ -660,9 +660,10 @@ class Server:
         was_new = {m["_id"] for m in old["members"] if m.get("newlyAdded")}
         old_ids = {m["_id"] for m in old["members"]}
         for m in new["members"]:
-            if m["votes"] and not m["arbiterOnly"] and (m["_id"] in was_new or (not force and m["_id"] not in old_ids)):
-                # 5.0+: a voter that has not synced yet does not count, and is marked before the single-voter check
-                # (SERVER-46344), so several brand-new voters may join in one reconfig.
+            # 5.0+: a voter that has not synced yet does not count, and is marked before the single-voter check
+            # (SERVER-46344), so several brand-new voters may join in one reconfig. A force reconfig marks no one
+            # and so drops the flags it had (jstests/replsets/force_reconfig_sets_newly_added_field_correctly.js).
+            if not force and m["votes"] and not m["arbiterOnly"] and (m["_id"] in was_new or m["_id"] not in old_ids):
                 m["newlyAdded"] = True
         try:
             rsconfig.validate(new)
@@ -672,7 +673,7 @@ class Server:
                 raise
             raise CommandError("NewReplicaSetConfigurationIncompatible", e.message) from None
 
-    async def _reconfig_quorum_check(self, cfg: dict, my_id: int) -> None:
+    async def reconfig_quorum_check(self, cfg: dict, my_id: int) -> None:
         """Heartbeat every other member of the new config; a majority of its voters (self included) and one
         electable member must answer, none may hold a config as new, belong to another replica set id."""
         n = self.node
