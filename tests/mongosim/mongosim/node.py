@@ -200,7 +200,6 @@ class Node:
         self._changed = asyncio.Event()
         self._hb_tasks: dict[int, asyncio.Task] = {}
         self._hb_wake: dict[int, asyncio.Event] = {}  # set: the member's heartbeat loop sends its next one now
-        self._removing_newly_added = False
         self._tasks: list[asyncio.Task] = []
         self._electing = False
         self._takeover_since = 0.0
@@ -782,15 +781,14 @@ class Node:
         """mongod's automatic reconfig that makes a synced newlyAdded member a voter, tried on each heartbeat response
         from it in SECONDARY, RECOVERING or ROLLBACK. It gives up at once when another reconfig runs or the current
         config is not committed yet; the member's next heartbeat response tries again."""
-        if self.reconfig_running or self._removing_newly_added or not self.config_committed():
+        if self.reconfig_running or not self.config_committed():
             return
-        self._removing_newly_added = True
+        self.reconfig_running = True  # from now on, as for a user's reconfig: another one gets 109
         asyncio.ensure_future(self._reconfig_without_newly_added(mid))
 
     async def _reconfig_without_newly_added(self, mid: int) -> None:
         assert self.config is not None and self.my_id is not None
         term = self.term
-        self.reconfig_running = True
         try:
             cfg = copy.deepcopy(self.config)
             # one member per automatic reconfig: each changes one voter, as every safe reconfig must
@@ -805,13 +803,13 @@ class Node:
             except CommandError as e:
                 log.info("automatic reconfig for member %s failed its quorum check: %s", mid, e.message)
                 return
-            if self.state != PRIMARY or self.term != term or not self.config_committed():
+            if (self.state != PRIMARY or self.term != term or self.config["version"] + 1 != cfg["version"]
+                    or not self.config_committed()):
                 return
             log.info("automatic reconfig: member %s is no longer newlyAdded", mid)
             self.install_new_config(cfg)
         finally:
             self.reconfig_running = False
-            self._removing_newly_added = False
 
     def _takeover_candidate(self, primary: MemberInfo) -> bool:
         me, pcfg = self.me(), self.member_cfg(self.primary_id)
