@@ -38,6 +38,9 @@ except ImportError:
 CA_DAYS = 3650
 CERT_DAYS = 825  # the longest server certificate lifetime common TLS clients accept
 REUSE, ISSUE, REISSUE = "reused", "issued", "reissued"
+# Every machine's certificate names its loopback too: the mongod role's own client (mongod_member) reaches its
+# member through 127.0.0.1, where the localhost exception applies, and verifies the name it connected to.
+LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
 
 
 @dataclass
@@ -81,6 +84,11 @@ def san_strings(addresses: list[str]) -> frozenset:
         except ValueError:
             out.add(f"DNS:{host.lower()}")
     return frozenset(out)
+
+
+def machine_sans(addresses: list[str]) -> frozenset:
+    """The SANs a state machine's certificate carries: the hosts of its addresses and the loopback names."""
+    return san_strings(addresses) | LOOPBACK_SANS
 
 
 def _san_entries(sans: frozenset) -> list:

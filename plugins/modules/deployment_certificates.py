@@ -18,10 +18,12 @@ description:
     when the replica set exists and the CA is not in O(secrets_dir), the task fails and makes nothing, because
     members and clients trust the CA they were given.
   - A machine's certificate is reused while its key matches, the CA signed it and its subject alternative names
-    are exactly the hosts of the machine's addresses (an IP address as an IP entry, a name as a DNS entry).
+    are exactly the hosts of the machine's addresses (an IP address as an IP entry, a name as a DNS entry) plus
+    V(127.0.0.1) and V(localhost), through which the mongod role's own client reaches the member on its host.
     Otherwise it is issued again, for example when a machine's address changes. Certificates carry both the
     server and the client extended key usage, as mongod presents its certificate in both directions.
-  - Not yet consumed by the roles (issue 14 wires TLS in).
+  - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets unless C(stateserver_tls) is false,
+    and the mongod role installs the CA and the machine's certificate.
 author:
   - stateserver.ha developers (@stateserver)
 options:
@@ -137,7 +139,8 @@ certificates:
   returned: success
   type: dict
   sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
-                   "key": "/srv/prod/stateserver-secrets/certs/sm1.key", "sans": ["IP:192.0.2.11"]}}
+                   "key": "/srv/prod/stateserver-secrets/certs/sm1.key",
+                   "sans": ["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.11"]}}
 deployed:
   description: Whether a member answered C(hello) as initiated; null when the CA was there and no seed was asked.
   returned: always
@@ -159,10 +162,10 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     REUSE,
     PkiDir,
     PkiDirError,
+    machine_sans,
     new_ca,
     new_certificate,
     plan_certificates,
-    san_strings,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
@@ -211,7 +214,7 @@ def main() -> None:
 
     pki = PkiDir(params["secrets_dir"])
     base["ca"] = {"certificate": pki.ca_cert_path, "key": pki.ca_key_path}
-    wanted = {m["name"]: san_strings([m["mongo_address"], m["api_address"]]) for m in params["machines"]}
+    wanted = {m["name"]: machine_sans([m["mongo_address"], m["api_address"]]) for m in params["machines"]}
     try:
         ca = pki.load_ca() if pki.ca_present() else None
         deployed = None

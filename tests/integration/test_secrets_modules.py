@@ -60,7 +60,8 @@ def test_ca_and_machine_certificates_are_made_once_reused_and_reissued(tmp_path,
     assert (fresh / "ca.crt").read_bytes() == base64.b64decode(ca_before["content"])
     assert (fresh / "certs" / "sm1.crt").read_bytes() == base64.b64decode(sm1_before["content"])
     ca = load(fresh / "ca.crt")
-    for name, sans in (("sm1", {cluster.hosts[0]}), ("sm2", {"192.0.2.99", "sm2.example.net"})):
+    loopback = {"127.0.0.1", "localhost"}
+    for name, sans in (("sm1", {cluster.hosts[0]} | loopback), ("sm2", {"192.0.2.99", "sm2.example.net"} | loopback)):
         cert = load(fresh / "certs" / f"{name}.crt")
         cert.verify_directly_issued_by(ca)
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -14,6 +14,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     PkiDir,
     PkiDirError,
     certificate_sans,
+    machine_sans,
     new_ca,
     new_certificate,
     plan_certificates,
@@ -48,6 +49,13 @@ def test_what_happens_to_the_ca_and_each_certificate(ca_present, deployed, wante
 def test_sans_are_the_hosts_of_the_addresses():
     assert san_strings(["192.0.2.11:37017", "192.0.2.11:17070"]) == {"IP:192.0.2.11"}
     assert san_strings(["[2001:db8::1]:37017", "SM1.example.net:17070"]) == {"IP:2001:db8::1", "DNS:sm1.example.net"}
+
+
+def test_a_machine_certificate_also_names_the_loopback_its_own_member_is_reached_through():
+    # mongod_member connects to 127.0.0.1 with TLS and checks the name it connected to against the SANs.
+    assert machine_sans(["192.0.2.11:37017", "sm1.example.net:17070"]) \
+        == {"IP:192.0.2.11", "DNS:sm1.example.net", "IP:127.0.0.1", "DNS:localhost"}
+    assert machine_sans(["127.0.0.1:37017", "LOCALHOST:17070"]) == {"IP:127.0.0.1", "DNS:localhost"}
 
 
 def test_issued_files_parse_verify_and_are_private(tmp_path):
