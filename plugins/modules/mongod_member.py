@@ -66,6 +66,17 @@ options:
       - The machine name the member is tagged with (tag C(stateserver-machine)). Required for
         O(state=bootstrapped).
     type: str
+  tls:
+    description:
+      - Connect with TLS, as a member with C(net.tls.mode=requireTLS) demands. The member's certificate is verified
+        against O(tls_ca_file) and must name O(login_host) (the deployment's certificates name V(127.0.0.1) and
+        V(localhost)).
+    type: bool
+    default: false
+  tls_ca_file:
+    description:
+      - The CA certificate, on the host, that signed the member's certificate. Required with O(tls=true).
+    type: path
   timeout:
     description:
       - Seconds to wait for the member to become primary, to step down, to answer or to be ready.
@@ -105,9 +116,11 @@ EXAMPLES = r"""
     state: stepped_down
     login_password: "{{ mongod_admin_password }}"
 
-- name: Wait until the restarted member is PRIMARY or SECONDARY again
+- name: Wait until the restarted member is PRIMARY or SECONDARY again, over TLS
   stateserver.ha.mongod_member:
     state: ready
+    tls: true
+    tls_ca_file: /etc/mongod/tls/ca.crt
     timeout: 300
 
 - name: Ask the member whether it is the primary, changing and awaiting nothing
@@ -175,6 +188,7 @@ elapsed:
   sample: 1.8
 """
 
+import os
 import socket
 import time
 import traceback
@@ -222,12 +236,15 @@ CONNECT_TIMEOUT = 2.0
 class LocalMember:
     """The mongod on this host, reached directly through a loopback address: the module's only pymongo user."""
 
-    def __init__(self, host: str, port: int, user: str, password: str | None) -> None:
+    def __init__(self, host: str, port: int, user: str, password: str | None, tls_ca_file: str | None = None) -> None:
         self.host, self.port, self.user, self.password = host, port, user, password
+        self.tls_ca_file = tls_ca_file
 
     def _client(self, login: bool):
         kwargs = {"directConnection": True, "serverSelectionTimeoutMS": int(CONNECT_TIMEOUT * 1000),
                   "connectTimeoutMS": int(CONNECT_TIMEOUT * 1000), "appname": "stateserver.ha.mongod_member"}
+        if self.tls_ca_file:
+            kwargs.update(tls=True, tlsCAFile=self.tls_ca_file)
         if login:
             kwargs.update(username=self.user, password=self.password, authSource="admin")
         return MongoClient(self.host, self.port, **kwargs)
@@ -364,10 +381,13 @@ def main() -> None:
             "login_password": {"type": "str", "no_log": True},
             "member_host": {"type": "str"},
             "machine": {"type": "str"},
+            "tls": {"type": "bool", "default": False},
+            "tls_ca_file": {"type": "path"},
             "timeout": {"type": "float", "default": 120, "aliases": ["wait_timeout"]},
         },
         required_if=[("state", "bootstrapped", ("login_password", "member_host", "machine")),
-                     ("state", "stepped_down", ("login_password",))],
+                     ("state", "stepped_down", ("login_password",)),
+                     ("tls", True, ("tls_ca_file",))],
         supports_check_mode=True,
     )
     started = time.monotonic()
@@ -385,11 +405,15 @@ def main() -> None:
             validate_bootstrap_args(module.params["member_host"], module.params["machine"])
     except MemberError as exc:
         fail(str(exc))
+    tls_ca_file = module.params["tls_ca_file"] if module.params["tls"] else None
+    if tls_ca_file and not os.access(tls_ca_file, os.R_OK):
+        fail(f"tls_ca_file {tls_ca_file!r} cannot be read on this host (missing, or no permission); give the CA "
+             "certificate that signed the member's certificate")
     if not HAS_PYMONGO:
         fail(missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
     member = LocalMember(module.params["login_host"], module.params["port"], module.params["login_user"],
-                         module.params["login_password"])
+                         module.params["login_password"], tls_ca_file)
     try:
         run(module, member, result)
     except (MemberError, WaitTimeout) as exc:
