@@ -125,13 +125,26 @@ PROBE_OPTIONS = ("seeds", "port", "replica_set", "tls", "tls_ca_file", "tls_cert
                  "tls_certificate_key_file_password", "tls_allow_invalid_certificates", "server_selection_timeout")
 
 
+def _initiated(answers: dict) -> set[str]:
+    return {seed for seed, hello in answers.items() if isinstance(hello, dict) and hello.get("setName")}
+
+
 def answering_members(params: dict) -> list[str]:
     """The seeds that answer hello as members of an initiated replica set (any set: never make secrets over one).
 
-    Raises ReplSetError when the options are not usable."""
-    with ReplSet({key: params[key] for key in PROBE_OPTIONS}) as rs:
-        answers = rs.probe()
-    return sorted(seed for seed, hello in answers.items() if isinstance(hello, dict) and hello.get("setName"))
+    A seed silent in the mode asked is asked again the other way (plain, or TLS without verifying: hello needs no
+    login and carries no secret), because a set that still serves plain TCP while the run asks over TLS (or the
+    reverse) must not look like a first deployment. Raises ReplSetError when the options are not usable."""
+    options = {key: params[key] for key in PROBE_OPTIONS}
+    with ReplSet(options) as rs:
+        found = _initiated(rs.probe())
+        silent = [seed for seed in rs.seeds if seed not in found]
+    if silent:
+        other = dict(options, seeds=silent, tls=not options["tls"], tls_ca_file=None, tls_certificate_key_file=None,
+                     tls_certificate_key_file_password=None, tls_allow_invalid_certificates=not options["tls"])
+        with ReplSet(other) as rs:
+            found |= _initiated(rs.probe())
+    return sorted(found)
 
 
 class SecretsDirError(Exception):

@@ -69,7 +69,9 @@ def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dic
     link.symlink_to(REPO)
     (pdd / "inventory").mkdir()
     hosts = {name: {"ansible_host": host, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                    "remote_tower_enabled": "true", "remote_tower_id": i + 1}
+                    "remote_tower_enabled": "true", "remote_tower_id": i + 1,
+                    # Plain simulator members: the opt-out (an AWX job's CA would come from its credential).
+                    "stateserver_tls": False}
              for i, (name, host) in enumerate(zip(cluster.names, cluster.hosts))}
     inventory = {"all": {"children": ["state_machines"]}, "state_machines": {"hosts": list(hosts)},
                  "_meta": {"hostvars": hosts}}

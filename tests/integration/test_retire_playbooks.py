@@ -26,7 +26,8 @@ def inventory(cluster: Cluster, workdir: Path) -> Path:
     lines += [f"{name} ansible_host={host} ansible_connection=local ansible_python_interpreter={sys.executable}"
               for name, host in zip(cluster.names, cluster.hosts)]
     # Every secret of the deployment, as an operator's vault gives them: the playbooks resolve them before any host.
-    lines += ["", "[state_machines:vars]", f"mongod_admin_password={PASSWORD}",
+    # The simulator members serve plain TCP: the documented opt-out (TLS runs are test_mongod_tls.py's).
+    lines += ["", "[state_machines:vars]", "stateserver_tls=false", f"mongod_admin_password={PASSWORD}",
               "mongod_keyfile_content=cmV0aXJlLXRlc3Qta2V5ZmlsZS0wMTIzNDU2Nzg5", "state_machine_api_token=retire-test-token"]
     path = workdir / "hosts.ini"
     path.write_text("\n".join(lines) + "\n")
