@@ -259,7 +259,12 @@ class LocalMember:
         try:
             with self._client(login=False) as client:
                 return client.admin.command("hello")
-        except ConnectionFailure:
+        except ConnectionFailure as exc:
+            # A certificate that does not verify never gets better by waiting: say so instead of "not answering".
+            if self.tls_ca_file and "certificate verify failed" in str(exc).lower():
+                raise MemberError(f"mongod on {self.host}:{self.port} answers with a certificate that does not verify "
+                                  f"against tls_ca_file {self.tls_ca_file} ({exc}); install the CA that signed it, "
+                                  f"or a certificate that names {self.host}") from exc
             return None
 
     def view(self) -> MemberView:

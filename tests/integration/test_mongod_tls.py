@@ -29,6 +29,7 @@ from test_retire_playbooks import RECORDER
 pytestmark = pytest.mark.timeout(480)
 
 CERTS = "stateserver.ha.deployment_certificates"
+SECRETS = "stateserver.ha.deployment_secrets"
 MEMBER = "stateserver.ha.mongod_member"
 PASSWORD = "tls-integration-admin-pw"
 TEMPLATE = REPO / "roles" / "mongod" / "templates" / "mongod.conf.j2"
@@ -140,14 +141,16 @@ def test_a_set_served_with_the_deployment_certificates_takes_tls_clients_only(tm
             {MEMBER: boot},
             {MEMBER: {"state": "ready", "port": port, "tls": True, "tls_ca_file": installed_ca}},
             {MEMBER: {"state": "ready", "port": port, "tls": True}},
+            {MEMBER: {"state": "ready", "port": port, "tls": True, "tls_ca_file": certs["sm2"]["certificate"]}},
         ])
-        plain, first, again, ready, no_ca = run.results
+        plain, first, again, ready, no_ca, wrong_ca = run.results
         # A plain connection to 127.0.0.1 is refused, so the member looks silent and nothing is sent.
         assert plain.get("failed") and not plain["member"]["answering"], plain
         assert first["changed"] and first["member"]["primary"], first
         assert not again["changed"], again
         assert ready["member"]["primary"] and not ready.get("failed"), ready
         assert no_ca.get("failed") and "tls_ca_file" in no_ca["msg"], no_ca
+        assert wrong_ca.get("failed") and "does not verify" in wrong_ca["msg"], wrong_ca
 
         with MongoClient(cluster.members[0].ip, port, directConnection=True, tls=True, tlsCAFile=ca_file,
                          username="admin", password=PASSWORD, authSource="admin", serverSelectionTimeoutMS=5000) as c:
@@ -165,6 +168,18 @@ def test_a_set_served_with_the_deployment_certificates_takes_tls_clients_only(tm
             with MongoClient(cluster.members[1].ip, port, directConnection=True, serverSelectionTimeoutMS=1500,
                              **options) as c, pytest.raises(PyMongoError):
                 c.admin.command("hello")
+
+        # Asked without TLS, the TLS set still counts as existing: no new secrets, no new CA over it.
+        empty = tmp_path / "no-secrets"
+        run = run_tasks(tmp_path / "plain-probe", [
+            {SECRETS: {"secrets_dir": str(empty), "seeds": cluster.addresses, "server_selection_timeout": 2},
+             "no_log": True},
+            {CERTS: {"secrets_dir": str(empty), "machines": machines, "seeds": cluster.addresses,
+                     "server_selection_timeout": 2}},
+        ])
+        for refused in run.results:
+            assert refused.get("failed") and "already exists" in refused["msg"], refused
+        assert not empty.exists()
 
         # A playbook with no TLS variable at all: TLS is on and verified with the deployment CA it finds.
         (secrets / "admin-password").write_text(PASSWORD + "\n")
