@@ -27,15 +27,17 @@ FILES = {"keyfile": "mongod_keyfile_content", "admin-password": "mongod_admin_pa
          "api-token": "state_machine_api_token"}
 
 
-def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str) -> tuple[int, dict, set]:
+def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str, tls: bool = False) -> tuple[int, dict, set]:
     """One job in its own new directory, the inventory in inventory/ (secrets default to inventory/stateserver-secrets).
+    The simulator members serve plain TCP, so the inventory opts out of TLS unless `tls` (TLS sets: test_mongod_tls).
 
     (rc, {task name: localhost's result}, the state machines any task ran on)."""
     (jobdir / "inventory").mkdir(parents=True)
     inventory = jobdir / "inventory" / "hosts.ini"
     inventory.write_text("[state_machines]\n" + "".join(
         f"{name} ansible_host={host} ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-        for name, host in zip(cluster.names, cluster.hosts)))
+        for name, host in zip(cluster.names, cluster.hosts))
+        + ("" if tls else "\n[state_machines:vars]\nstateserver_tls=false\n"))
     plugins = jobdir / "callbacks"
     plugins.mkdir()
     (plugins / "record.py").write_text(RECORDER)
@@ -80,11 +82,15 @@ def test_jobs_in_fresh_directories_reuse_the_first_jobs_secrets_or_stop(tmp_path
     keyfile = tmp_path / "job1" / "inventory" / "stateserver-secrets" / "keyfile"
     cluster = cluster_factory(size=3, start=0, extra_args=("--keyFile", str(keyfile)))
 
-    # Nothing runs yet: a first deployment. --check says what it would generate and writes nothing.
-    rc, tasks, touched = job(tmp_path / "job0", cluster, "ensure-ha.yml", "--check")
+    # Nothing runs yet: a first deployment. --check says what it would generate and writes nothing: no secret, no
+    # CA (TLS is on by default, so the plan connects without the CA it did not write).
+    rc, tasks, touched = job(tmp_path / "job0", cluster, "ensure-ha.yml", "--check", tls=True)
     assert rc == 0, tasks
     assert tasks["Plan which machines keep, gain or lose a vote"]["first_deployment"] is True
     assert all("would be generated" in line for line in tasks["Say where each secret comes from"]["msg"][:3])
+    certificates = tasks["Keep the deployment CA and a certificate for each state machine"]
+    assert certificates["changed"] and certificates["ca"]["action"] == "issued", certificates
+    assert {c["action"] for c in certificates["certificates"].values()} == {"issued"}
     assert files_under(tmp_path / "job0") == []
 
     # Job 1 makes the secrets (the module as ensure-ha.yml runs it), and the set is bootstrapped with them.
