@@ -7,8 +7,9 @@
 
 `plan_certificates` is the decision, over plain data: the CA is reused when present, made only for a first
 deployment (a new CA for a running set would leave its members and clients trusting the old one); a machine's
-certificate is reused while it is signed by that CA and names exactly the machine's addresses, and issued again
-otherwise (new machine, changed address, new CA). The rest is the `cryptography` work and the files.
+certificate is reused while it is signed by that CA, names exactly the machine's addresses and is not due for
+renewal, and issued again otherwise (new machine, changed address, new CA, expiry near, or a renewal asked for).
+The rest is the `cryptography` work and the files.
 
 Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key; directories 0700, keys 0600.
 """
@@ -49,12 +50,33 @@ class CertPlan:
     machines: dict[str, str] = field(default_factory=dict)   # machine name -> REUSE, ISSUE or REISSUE
 
 
+@dataclass(frozen=True)
+class HeldCertificate:
+    """What the decision needs to know of a machine's certificate signed by the CA in use."""
+
+    sans: frozenset
+    not_after: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """When a certificate that is otherwise fine is issued again: always (`force`, a rotation), or once fewer than
+    `before_days` days are left until it expires (0: only an expired one), as of `now`."""
+
+    now: datetime.datetime
+    before_days: int = 0
+    force: bool = False
+
+    def due(self, not_after: datetime.datetime) -> bool:
+        return self.force or not_after - self.now <= datetime.timedelta(days=self.before_days)
+
+
 def plan_certificates(ca_present: bool, deployed: bool, wanted: dict[str, frozenset],
-                      current: dict[str, frozenset | None]) -> CertPlan:
+                      current: dict[str, HeldCertificate | None], renewal: Renewal) -> CertPlan:
     """What to do with the CA and each machine's certificate.
 
-    wanted: machine -> the SANs it must carry; current: machine -> the SANs of its certificate when one exists
-    and is signed by the CA in use, else None (absent, unreadable, or another CA's).
+    wanted: machine -> the SANs it must carry; current: machine -> its certificate when one exists and is signed by
+    the CA in use, else None (absent, unreadable, or another CA's).
     """
     if not ca_present and deployed:
         return CertPlan("missing")
@@ -64,7 +86,7 @@ def plan_certificates(ca_present: bool, deployed: bool, wanted: dict[str, frozen
         if have is None:
             plan.machines[name] = ISSUE if name not in current else REISSUE
         else:
-            plan.machines[name] = REUSE if have == sans else REISSUE
+            plan.machines[name] = REUSE if have.sans == sans and not renewal.due(have.not_after) else REISSUE
     return plan
 
 
@@ -113,7 +135,12 @@ def signed_by(cert, ca_cert) -> bool:
     return True
 
 
-def _now() -> datetime.datetime:
+def expiry(cert) -> datetime.datetime:
+    """The end of the certificate's validity, timezone-aware (UTC)."""
+    return cert.not_valid_after_utc
+
+
+def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (targets may run 3.8+)
 
 
@@ -122,10 +149,11 @@ def new_ca(deployment: str):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha"),
                       x509.NameAttribute(NameOID.COMMON_NAME, f"{deployment} deployment CA")])
-    now = _now()
+    issued = utc_now()
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+            .not_valid_before(issued - datetime.timedelta(minutes=5))
+            .not_valid_after(issued + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
@@ -138,12 +166,13 @@ def new_ca(deployment: str):
 def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset):
     """(certificate, key) for one machine: server and client use (mongod presents it both ways), its SANs only."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    issued = utc_now()
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha"),
                                      x509.NameAttribute(NameOID.COMMON_NAME, machine)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .not_valid_before(issued - datetime.timedelta(minutes=5))
+            .not_valid_after(issued + datetime.timedelta(days=CERT_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -184,8 +213,8 @@ class PkiDir:
             raise PkiDirError(f"{self.ca_key_path} is not the key of {self.ca_cert_path}")
         return cert, key
 
-    def machine_sans(self, machine: str, ca_cert) -> frozenset | None:
-        """The SANs of the machine's certificate when it and its key exist and the CA signed it, else None."""
+    def held(self, machine: str, ca_cert) -> HeldCertificate | None:
+        """The machine's certificate when it and its key exist and the CA signed it, else None."""
         cert_path, key_path = self.machine_paths(machine)
         try:
             with open(cert_path, "rb") as handle:
@@ -196,7 +225,7 @@ class PkiDir:
             return None
         if cert.public_key().public_numbers() != key.public_key().public_numbers() or not signed_by(cert, ca_cert):
             return None
-        return certificate_sans(cert)
+        return HeldCertificate(certificate_sans(cert), expiry(cert))
 
     def has_files(self, machine: str) -> bool:
         return any(os.path.exists(p) for p in self.machine_paths(machine))

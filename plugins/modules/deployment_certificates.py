@@ -22,6 +22,9 @@ description:
     V(127.0.0.1) and V(localhost), through which the mongod role's own client reaches the member on its host.
     Otherwise it is issued again, for example when a machine's address changes. Certificates carry both the
     server and the client extended key usage, as mongod presents its certificate in both directions.
+  - A certificate is also issued again, with a new key, under the same CA when it has expired, when fewer than
+    O(renew_before_days) days are left, or always with O(renew=true) (C(playbooks/rotate-certificates.yml) uses
+    these and then installs the new certificates one machine at a time).
   - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets unless C(stateserver_tls) is false,
     and the mongod role installs the CA and the machine's certificate.
 author:
@@ -51,6 +54,19 @@ options:
         description: Where its API server is reached, V(host:port).
         type: str
         required: true
+  renew:
+    description:
+      - Issue every machine's certificate again (new key, new serial, same CA), whether or not it is due. The task
+        then reports a change on every run.
+    type: bool
+    default: false
+  renew_before_days:
+    description:
+      - Issue a certificate again once at most this many days are left before it expires. V(0) renews only an
+        expired certificate. From 0 to 825 (the lifetime of a certificate this module issues), where 825 renews
+        them all.
+    type: int
+    default: 0
   seeds:
     description:
       - Where members would answer, asked (C(hello), no login) only when the CA is not in O(secrets_dir).
@@ -107,7 +123,10 @@ attributes:
   diff_mode:
     support: none
   idempotent:
-    support: full
+    support: partial
+    details:
+      - With O(renew=true), or O(renew_before_days) at least the days a certificate has left, every run issues
+        certificates again.
 seealso:
   - module: stateserver.ha.deployment_secrets
 """
@@ -118,6 +137,12 @@ EXAMPLES = r"""
     secrets_dir: "{{ inventory_dir }}/stateserver-secrets"
     machines: "{{ __ha_pool }}"
     seeds: "{{ __ha_pool | map(attribute='mongo_address') | list }}"
+
+- name: Issue again the certificates that expire within 30 days
+  stateserver.ha.deployment_certificates:
+    secrets_dir: "{{ inventory_dir }}/stateserver-secrets"
+    machines: "{{ __ha_pool }}"
+    renew_before_days: 30
 """
 
 RETURN = r"""
@@ -134,13 +159,15 @@ ca:
            "key": "/srv/prod/stateserver-secrets/ca.key"}
 certificates:
   description:
-    - For each machine, its files, the subject alternative names it must carry, and what was done (V(reused),
-      V(issued), V(reissued)). In check mode the action is what a real run would do.
+    - For each machine, its files, the subject alternative names it must carry, what was done (V(reused),
+      V(issued), V(reissued)), and when the certificate now in its file expires (ISO 8601, UTC; null when there is
+      none yet). In check mode the action is what a real run would do and the files are the ones already there.
   returned: success
   type: dict
   sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
                    "key": "/srv/prod/stateserver-secrets/certs/sm1.key",
-                   "sans": ["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.11"]}}
+                   "sans": ["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.11"],
+                   "not_after": "2029-03-05T12:00:00+00:00"}}
 deployed:
   description: Whether a member answered C(hello) as initiated; null when the CA was there and no seed was asked.
   returned: always
@@ -156,16 +183,19 @@ msg:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import check_connection, connection_argument_spec
 from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
+    CERT_DAYS,
     CRYPTOGRAPHY_IMPORT_ERROR,
     HAS_CRYPTOGRAPHY,
     ISSUE,
     REUSE,
     PkiDir,
     PkiDirError,
+    Renewal,
     machine_sans,
     new_ca,
     new_certificate,
     plan_certificates,
+    utc_now,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
@@ -202,11 +232,15 @@ def main() -> None:
             "mongo_address": {"type": "str", "required": True},
             "api_address": {"type": "str", "required": True},
         }},
+        renew={"type": "bool", "default": False},
+        renew_before_days={"type": "int", "default": 0},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     base = {"changed": False, "ca": {}, "deployed": None}
     problem = machines_problem(params["machines"]) or check_connection(params)
+    if not problem and not 0 <= params["renew_before_days"] <= CERT_DAYS:
+        problem = f"renew_before_days must be from 0 to {CERT_DAYS}, got {params['renew_before_days']}"
     if problem:
         module.fail_json(msg=problem + "; nothing was changed", **base)
     if not HAS_CRYPTOGRAPHY:
@@ -223,8 +257,9 @@ def main() -> None:
                 module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **base)
             answering = answering_members(params)
             deployed = bool(answering)
-        current = {name: pki.machine_sans(name, ca[0]) if ca else None for name in wanted if pki.has_files(name)}
-        plan = plan_certificates(ca is not None, bool(deployed), wanted, current)
+        current = {name: pki.held(name, ca[0]) if ca else None for name in wanted if pki.has_files(name)}
+        renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
+        plan = plan_certificates(ca is not None, bool(deployed), wanted, current, renewal)
         base["deployed"] = deployed
         if plan.ca == "missing":
             module.fail_json(
@@ -239,15 +274,19 @@ def main() -> None:
                 ca = new_ca(params["replica_set"])
                 pki.write(pki.ca_cert_path, pki.ca_key_path, *ca)
             for name in changes:
-                pki.write(*pki.machine_paths(name), *new_certificate(ca[0], ca[1], name, wanted[name]))
+                cert, key = new_certificate(ca[0], ca[1], name, wanted[name])
+                pki.write(*pki.machine_paths(name), cert, key)
+                current[name] = pki.held(name, ca[0])
     except (PkiDirError, ReplSetError) as exc:
         module.fail_json(msg=str(exc), **base)
 
     certificates = {}
     for name, action in plan.machines.items():
         cert_path, key_path = pki.machine_paths(name)
+        held = current.get(name)
         certificates[name] = {"action": action, "certificate": cert_path, "key": key_path,
-                              "sans": sorted(wanted[name])}
+                              "sans": sorted(wanted[name]),
+                              "not_after": held.not_after.isoformat() if held else None}
     parts = [f"CA {plan.ca}"]
     for action in ("issued", "reissued"):
         names = [name for name, done in plan.machines.items() if done == action]
