@@ -36,24 +36,37 @@ def run_playbook(tmp_path: Path, plays: list[dict], extra: dict | None = None) -
                           capture_output=True, text=True, env=env, timeout=100, check=False)
 
 
+def tls_tasks() -> list[dict]:
+    """The role's own tasks that write the TLS files (tasks/configure.yml), without their handlers."""
+    configure = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
+    tasks = [dict(t) for t in configure if "tls" in str(t.get("when", "")) and "copy" in str(t) + str(t.get("name"))
+             or "TLS directory" in t["name"]]
+    for task in tasks:
+        task.pop("notify", None)
+    return tasks
+
+
 def render(tmp_path: Path, host: str, **role_vars: object) -> subprocess.CompletedProcess:
-    """Render the role's config and unit with its defaults, the secret files in tmp_path as the role writes them."""
+    """Render the role's config and unit with its defaults, the secret files in tmp_path as the role writes them,
+    and the TLS files written by the role's own tasks (as root: the service account is not made here)."""
     (tmp_path / "token").write_text("never-in-a-template-0123\n")
     (tmp_path / "mongo-password").write_text("never-in-a-template-pw\n")
     return run_playbook(tmp_path, [{
         "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars_files": [str(ROLE / "defaults" / "main.yml")],
+        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
         "vars": {"ansible_python_interpreter": sys.executable, "ansible_host": host,
                  "api_server_token": "never-in-a-template-0123", "api_server_mongo_password": "never-in-a-template-pw",
                  "out": str(tmp_path)},
         "tasks": [
+            *tls_tasks(),
             {"name": "Render the config", "ansible.builtin.template": {
                 "src": str(ROLE / "templates" / "api.json.j2"), "dest": "{{ out }}/api.json", "mode": "0600"}},
             {"name": "Render the unit", "ansible.builtin.template": {
                 "src": str(ROLE / "templates" / "stateserver-api.service.j2"), "dest": "{{ out }}/unit",
                 "mode": "0600"}},
         ],
-    }], extra={"api_server_config_dir": str(tmp_path), **role_vars})  # over the role defaults read as vars_files
+    }], extra={"api_server_config_dir": str(tmp_path), "api_server_user": "root", "api_server_group": "root",
+               **role_vars})  # over the role defaults read as vars_files
 
 
 def check_config(config: Path) -> subprocess.CompletedProcess:
@@ -62,8 +75,11 @@ def check_config(config: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+PLAIN = {"api_server_tls": False, "api_server_mongo_tls": False}
+
+
 def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> None:
-    run = render(tmp_path, "10.177.0.11")
+    run = render(tmp_path, "10.177.0.11", **PLAIN)
     assert run.returncode == 0, run.stdout + run.stderr
     config = json.loads((tmp_path / "api.json").read_text())
     settings = load_settings(["--config", str(tmp_path / "api.json")])
@@ -71,12 +87,13 @@ def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> No
     assert settings.mongo_seeds == ["10.177.0.11:37017"]
     assert settings.token_file == str(tmp_path / "token")
     assert settings.mongo_password_file == str(tmp_path / "mongo-password")
+    assert not settings.tls and not settings.mongo_tls_ca_file and not (tmp_path / "tls").exists()
     unit = (tmp_path / "unit").read_text()
     command = f"/opt/stateserver-api/bin/stateserver-api --config {tmp_path}/api.json"
     assert f"ExecStart={command}\n" in unit
     assert f"ExecStartPost={command} --wait-live 30\n" in unit  # a restart ends when the server answers
     assert "LimitNOFILE=16384\n" in unit and "TasksMax=256\n" in unit and "MemoryMax=512M\n" in unit
-    assert "User=stateserver-api\n" in unit
+    assert "User=root\n" in unit  # the service account as given (root here: no account is made by this render)
     for rendered in (json.dumps(config), unit):
         assert "never-in-a-template" not in rendered
 
@@ -91,19 +108,72 @@ def test_role_templates_render_a_config_the_server_accepts(tmp_path: Path) -> No
         assert check.returncode == 2 and "wildcard address" in check.stderr, host
 
 
-def test_role_templates_with_tls_on_give_a_config_the_server_accepts(tmp_path: Path) -> None:
-    ca = make_ca(tmp_path / "tls")
-    pem = ca.issue("api", ["10.177.0.11"])
-    run = render(tmp_path, "10.177.0.11", api_server_tls=True, api_server_tls_cert_file=pem,
-                 api_server_tls_key_file=pem, api_server_tls_ca_file=ca.path)
+def controller_files(tmp_path: Path, ip: str) -> dict[str, str]:
+    """The deployment CA and a machine's certificate and key as separate controller files, as
+    stateserver.ha.deployment_certificates keeps them."""
+    ca = make_ca(tmp_path / "controller")
+    pem = Path(ca.issue("sm1", [ip])).read_text()
+    at = pem.index("-----BEGIN PRIVATE KEY-----")
+    (tmp_path / "controller" / "sm1.crt").write_text(pem[:at])
+    (tmp_path / "controller" / "sm1.key").write_text(pem[at:])
+    return {"api_server_tls_ca_src": ca.path, "api_server_tls_certificate_src": str(tmp_path / "controller" / "sm1.crt"),
+            "api_server_tls_key_src": str(tmp_path / "controller" / "sm1.key")}
+
+
+def test_role_with_tls_on_installs_the_certificates_and_gives_a_config_the_server_accepts(tmp_path: Path) -> None:
+    sources = controller_files(tmp_path, "10.177.0.11")
+    run = render(tmp_path, "10.177.0.11", **sources)  # api_server_tls and api_server_mongo_tls by default
     assert run.returncode == 0, run.stdout + run.stderr
+    tls = tmp_path / "tls"
     settings = load_settings(["--config", str(tmp_path / "api.json")])
     assert (settings.tls, settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file) == (
-        True, pem, pem, ca.path)
+        True, str(tls / "server.crt"), str(tls / "server.key"), str(tls / "ca.crt"))
+    assert settings.mongo_tls_ca_file == str(tls / "ca.crt")  # mongod is reached over TLS with the deployment CA
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in tls.iterdir()} == {
+        "ca.crt": "0o444", "server.crt": "0o444", "server.key": "0o400"}
+    assert (tls / "server.key").read_text().strip() == Path(sources["api_server_tls_key_src"]).read_text().strip()
+    assert "PRIVATE KEY" not in run.stdout  # no_log on the key
     assert check_config(tmp_path / "api.json").returncode == 0
-    Path(pem).chmod(0o640)  # a key the group can read: the validate step refuses the config
+    (tls / "server.key").chmod(0o640)  # a key the group can read: the validate step refuses the config
     refused = check_config(tmp_path / "api.json")
     assert refused.returncode == 1 and "open to group or others" in refused.stderr
+
+    # A renewed certificate or key reloads the server (SIGHUP, one machine at a time); the CA restarts it.
+    unit = (tmp_path / "unit").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID\n" in unit
+    handlers = {h["name"]: h for h in yaml.safe_load((ROLE / "handlers" / "main.yml").read_text())}
+    reload = handlers["Reload the API server's certificate"]
+    assert reload["ansible.builtin.systemd_service"]["state"] == "reloaded" and reload["throttle"] == 1
+    notify = {t["name"]: t.get("notify") for t in yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())}
+    assert notify["Write this machine's certificate"] == notify["Write this machine's private key, readable by the " \
+                                                               "service user only"] == reload["name"]
+    assert notify["Write the deployment CA"] == "Restart the API server"
+
+
+def test_role_with_tls_on_and_no_certificates_stops_naming_the_variables(tmp_path: Path) -> None:
+    sources = controller_files(tmp_path, "10.177.0.11")
+    cases = [{}, {"api_server_tls": False}, {**sources, "api_server_tls_key_src": "/nonexistent.key"}, sources, PLAIN]
+    blocks = [{"vars": given, "block": [
+                  {"name": "Check", "ansible.builtin.include_tasks": str(ROLE / "tasks" / "preflight.yml")},
+                  {"name": "Passed", "ansible.builtin.debug": {"msg": f"CASE {i} PASSED"}}],
+               "rescue": [{"name": "Failed", "ansible.builtin.debug": {
+                   "msg": f"CASE {i} FAILED: {{{{ ansible_failed_result.msg }}}}"}}]}
+              for i, given in enumerate(cases)]
+    run = run_playbook(tmp_path, [{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+        "vars": {"ansible_python_interpreter": sys.executable, "ansible_host": "10.177.0.11"},
+        "tasks": blocks}], extra={"api_server_wheel_dir": str(tmp_path), "api_server_token": "t" * 20,
+                                  "api_server_mongo_password": "p" * 20})  # over the defaults; each case over these
+    assert run.returncode == 0, run.stdout + run.stderr
+    outcome = dict(re.findall(r'"msg": "CASE (\d) ([^"]*)"', run.stdout))
+    assert sorted(outcome) == ["0", "1", "2", "3", "4"], run.stdout
+    names = "api_server_tls_certificate_src, api_server_tls_key_src and api_server_tls_ca_src"
+    assert outcome["0"].startswith("FAILED: api_server_tls is true") and names in outcome["0"]
+    # HTTPS off, TLS to mongod still on (mongod_tls): the CA alone is asked for.
+    assert outcome["1"].startswith("FAILED: api_server_mongo_tls is true") and "api_server_tls_ca_src" in outcome["1"]
+    assert outcome["2"].startswith("FAILED:") and "/nonexistent.key" in outcome["2"]
+    assert outcome["3"] == outcome["4"] == "PASSED"
 
 
 def wheels_play(tmp_path: Path, wheels: Path, check: bool = False) -> list[dict]:
