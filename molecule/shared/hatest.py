@@ -1,7 +1,9 @@
 """Helpers for the scenarios' testinfra tests: read the real replica set through pymongo, run the playbooks.
 
 Imported by each scenario's tests/conftest.py. Everything is read back from the system (replica set config and
-status, machine records, files on the hosts), never from Ansible's output alone.
+status, machine records, files on the hosts), never from Ansible's output alone. Every scenario runs with TLS on
+(the default): mongod and the API servers are reached over TLS, verified with the deployment CA that ensure-ha.yml
+keeps in the scenario's secrets directory.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from pymongo import MongoClient, ReadPreference
 ROOT = Path(__file__).resolve().parents[2]
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 PORT = 37017
+API_PORT = 17070
 PLAYBOOK_TIMEOUT = 900
 
 
@@ -42,15 +46,34 @@ def keyfile() -> str:
     return (EPHEMERAL / "secrets" / "keyfile").read_text().strip()
 
 
+def ca_file() -> Path:
+    """The deployment CA on the controller: what every client here verifies the members and API servers with."""
+    return EPHEMERAL / "secrets" / "ca.crt"
+
+
+def tls_options() -> dict[str, Any]:
+    return {"tls": True, "tlsCAFile": str(ca_file())}
+
+
 def client(**kwargs: Any) -> MongoClient:
-    """An authenticated client of the whole set, found through every scenario host."""
+    """An authenticated TLS client of the whole set, found through every scenario host."""
     seeds = [f"{h['ip']}:{PORT}" for h in hosts()]
     options: dict[str, Any] = {
         "replicaSet": "stateserver", "username": "admin", "password": admin_password(), "authSource": "admin",
-        "serverSelectionTimeoutMS": 15000, "read_preference": ReadPreference.PRIMARY_PREFERRED,
+        "serverSelectionTimeoutMS": 15000, "read_preference": ReadPreference.PRIMARY_PREFERRED, **tls_options(),
     }
     options.update(kwargs)
     return MongoClient(seeds, **options)
+
+
+def member_client(name: str, **kwargs: Any) -> MongoClient:
+    """A TLS client of one host's member only (direct connection), logged in as admin unless told otherwise."""
+    options: dict[str, Any] = {
+        "directConnection": True, "username": "admin", "password": admin_password(), "authSource": "admin",
+        "serverSelectionTimeoutMS": 15000, **tls_options(),
+    }
+    options.update(kwargs)
+    return MongoClient(f"{address(name)}:{PORT}", **options)
 
 
 def replset_config() -> dict[str, Any]:
@@ -172,12 +195,18 @@ def api_token() -> str:
     return (EPHEMERAL / "secrets" / "api-token").read_text().strip()
 
 
+def api_tls() -> ssl.SSLContext:
+    """What the API's clients verify a server with: the deployment CA, and the address among its names."""
+    return ssl.create_default_context(cafile=str(ca_file()))
+
+
 def api(name: str, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
-    """One HTTP request to a machine's API server (httpx response)."""
+    """One HTTPS request to a machine's API server, verified with the deployment CA (httpx response)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.request(method, f"http://{address(name)}:17070{path}", headers=headers, timeout=15, **kwargs)
+    kwargs.setdefault("verify", api_tls())
+    return httpx.request(method, f"https://{address(name)}:{API_PORT}{path}", headers=headers, timeout=15, **kwargs)
 
 
 def wipe_mongod_data(name: str, dbpath: str = "/var/lib/mongodb") -> None:

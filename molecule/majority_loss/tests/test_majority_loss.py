@@ -7,15 +7,13 @@ survives the recovery. What cannot be: a write acknowledged only by the lost mac
 """
 
 import hatest
-from pymongo import MongoClient, ReadPreference
+from pymongo import ReadPreference
 
 ACKED = [{"_id": f"before-loss-{i}"} for i in range(20)]
 
 
 def survivor(**kwargs):
-    return MongoClient(f"{hatest.address('m1')}:37017", directConnection=True, username="admin",
-                       password=hatest.admin_password(), authSource="admin", serverSelectionTimeoutMS=10000,
-                       **kwargs)
+    return hatest.member_client("m1", serverSelectionTimeoutMS=10000, **kwargs)
 
 
 def survivor_view():
