@@ -195,6 +195,11 @@ def api_token() -> str:
     return (EPHEMERAL / "secrets" / "api-token").read_text().strip()
 
 
+def api_mongo_credentials() -> tuple[str, str]:
+    """The API server's own MongoDB user (authSource admin) and its password from the secrets directory."""
+    return "stateserver-api", (EPHEMERAL / "secrets" / "api-mongo-password").read_text().strip()
+
+
 def api_tls() -> ssl.SSLContext:
     """What the API's clients verify a server with: the deployment CA, and the address among its names."""
     return ssl.create_default_context(cafile=str(ca_file()))
