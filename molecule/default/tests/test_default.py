@@ -20,6 +20,23 @@ def test_config_file_names_the_set_port_bind_addresses_and_security(host):
     assert conf["security"]["keyFile"] == "/etc/mongod.keyfile"
 
 
+def test_tls_is_required_with_the_machines_files_private_to_each_service(host):
+    name = host.backend.get_hostname()
+    conf = yaml.safe_load(host.file("/etc/mongod.conf").content_string)
+    assert conf["net"]["tls"]["mode"] == "requireTLS"
+    secrets = hatest.EPHEMERAL / "secrets"
+    ca = secrets.joinpath("ca.crt").read_text().strip()
+    cert = secrets.joinpath("certs", f"{name}.crt").read_text().strip()
+    pem = host.file(conf["net"]["tls"]["certificateKeyFile"])
+    assert (pem.user, pem.mode) == ("mongodb", 0o400)
+    assert pem.content_string.startswith(cert)
+    assert host.file(conf["net"]["tls"]["CAFile"]).content_string.strip() == ca
+    key = host.file("/etc/stateserver-api/tls/server.key")
+    assert (key.user, key.mode) == ("stateserver-api", 0o400)
+    assert host.file("/etc/stateserver-api/tls/server.crt").content_string.strip() == cert
+    assert host.file("/etc/stateserver-api/tls/ca.crt").content_string.strip() == ca
+
+
 def test_keyfile_is_readable_by_the_service_user_only(host):
     keyfile = host.file("/etc/mongod.keyfile")
     assert keyfile.user == "mongodb"
