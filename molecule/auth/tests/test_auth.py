@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 
 import hatest
 import httpx
@@ -191,6 +192,7 @@ class ApiWriter(threading.Thread):
         self.client = StateClient([f"{h['ip']}:{hatest.API_PORT}" for h in hatest.hosts()], hatest.api_token(),
                                   retry_for=10, request_timeout=5, tls=hatest.api_tls())
         self.stop = threading.Event()
+        self.key = f"rotation-{uuid.uuid4().hex[:12]}"  # new at every run: version 0 creates it
         self.written, self.failed, self.slowest, self.version = 0, [], 0.0, 0
 
     def run(self):
@@ -198,12 +200,12 @@ class ApiWriter(threading.Thread):
             while not self.stop.is_set():
                 started = time.monotonic()
                 try:
-                    self.version = self.client.put("rotation", self.written, self.version)["version"]
+                    self.version = self.client.put(self.key, self.written, self.version)["version"]
                     self.written += 1
                 except Exception as exc:  # noqa: BLE001 - a failed write is what the test counts
                     self.failed.append(repr(exc))
                     with contextlib.suppress(Exception):
-                        self.version = self.client.get("rotation")["version"]
+                        self.version = self.client.get(self.key)["version"]
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 self.stop.wait(0.1)
 
@@ -240,7 +242,7 @@ def test_rotation_renews_every_certificate_while_a_client_keeps_writing():
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert writer.failed == [], writer.failed[:5]
     assert written_during > 20, (written_during, writer.slowest)
-    entry = hatest.api("m1", "GET", "/v1/kv/rotation", hatest.api_token()).json()
+    entry = hatest.api("m1", "GET", f"/v1/kv/{writer.key}", hatest.api_token()).json()
     assert (entry["value"], entry["version"]) == (writer.written - 1, writer.version)
 
     after = served_serials()
