@@ -74,6 +74,7 @@ _RETRY_RECONFIG_CODES = {
 _MAX_TIME_EXPIRED = 50
 # The node we sent to would not be electable under the new config: the primary changed since we read the set.
 _NODE_NOT_ELECTABLE = 104
+_AUTHENTICATION_FAILED = 18
 # The new config does not follow from the current one: a concurrent reconfig moved the version, or a real refusal.
 _INCOMPATIBLE = 103
 _NOT_INITIATED_CODES = frozenset({
@@ -402,6 +403,44 @@ class ReplSet:
         if problems:
             raise InvalidRecords(problems, records)
         return records
+
+    def read_user(self, name: str, database: str) -> list[dict] | None:
+        """The roles of user `name` of `database` as the primary stores them, or None when there is no such user."""
+        try:
+            users = self.client[database].command("usersInfo", {"user": name, "db": database},
+                                                  read_preference=ReadPreference.PRIMARY).get("users") or []
+        except PyMongoError as exc:
+            raise ReplSetError(f"usersInfo for {name}@{database} failed: {exc}") from exc
+        return [{"role": r["role"], "db": r["db"]} for r in users[0].get("roles", [])] if users else None
+
+    def password_works(self, name: str, database: str, password: str) -> bool:
+        """Whether `password` logs in as `name` (authSource `database`): the only way to compare a password, since
+        the server keeps salted hashes. Any other failure (no primary, TLS) is raised, not taken for a wrong one."""
+        options = {**self.options, "username": name, "password": password, "authSource": database}
+        try:
+            with MongoClient(self.seeds, replicaSet=self.set_name, **options) as client:
+                client.admin.command("ping")
+        except OperationFailure as exc:
+            if _code(exc) == _AUTHENTICATION_FAILED:
+                return False
+            raise ReplSetError(f"logging in as {name}@{database} failed: {exc}") from exc
+        except PyMongoError as exc:
+            raise ReplSetError(f"cannot log in as {name}@{database}: {exc}") from exc
+        return True
+
+    def save_user(self, name: str, database: str, create: bool, password: str | None, roles: list[dict] | None):
+        """createUser, or updateUser with the password and/or roles given, acknowledged by a majority."""
+        command = {"createUser" if create else "updateUser": name}
+        if password is not None:
+            command["pwd"] = password
+        if roles is not None:
+            command["roles"] = roles
+        command["writeConcern"] = {"w": "majority"}
+        try:
+            self.client[database].command(command)
+        except PyMongoError as exc:
+            # The message of a failed createUser/updateUser never holds the password.
+            raise ReplSetError(f"{next(iter(command))} {name}@{database} failed: {exc}") from exc
 
     # -- writes -----------------------------------------------------------------------------------------------
 

@@ -49,7 +49,10 @@ ADMIN_PASSWORD = SecretSpec("admin_password", "admin-password", "mongod_admin_pa
                             r"(?s).{8,}", "at least 8 characters")
 API_TOKEN = SecretSpec("api_token", "api-token", "state_machine_api_token", 40, _ALNUM,
                        r"[\x21-\x7e]{16,}", "at least 16 printable ASCII characters, no spaces")
-SPECS = (KEYFILE, ADMIN_PASSWORD, API_TOKEN)
+# The API server's own MongoDB user (stateserver.ha.mongod_user creates it); no other service knows it.
+API_MONGO_PASSWORD = SecretSpec("api_mongo_password", "api-mongo-password", "api_server_mongo_password", 32, _ALNUM,
+                                r"(?s).{8,}", "at least 8 characters")
+SPECS = (KEYFILE, ADMIN_PASSWORD, API_TOKEN, API_MONGO_PASSWORD)
 BY_NAME = {spec.name: spec for spec in SPECS}
 
 
@@ -76,13 +79,14 @@ class SecretsPlan:
 
 
 def plan_secrets(given: set[str], stored: set[str], deployed: bool, check_mode: bool,
-                 wanted: tuple[SecretSpec, ...] = SPECS) -> SecretsPlan:
+                 wanted: tuple[SecretSpec, ...] = SPECS, unused: frozenset[str] = frozenset()) -> SecretsPlan:
     """Where each wanted secret comes from.
 
     given: names handed in variables; stored: names whose file exists in the secrets directory; deployed: the
     replica set exists (a member answered hello as initiated). Variables win over files so a vault or an AWX
     credential always decides; a file is reused as it is. Only a first deployment may make new secrets, and in
-    check mode it only says it would.
+    check mode it only says it would; except `unused`: secrets the existing set was seen never to have used (the
+    API server's password while the set has no API user, an older deployment), which are new, not lost ones.
     """
     sources, missing = {}, []
     for spec in wanted:
@@ -90,7 +94,7 @@ def plan_secrets(given: set[str], stored: set[str], deployed: bool, check_mode: 
             sources[spec.name] = GIVEN
         elif spec.name in stored:
             sources[spec.name] = FILE
-        elif deployed:
+        elif deployed and spec.name not in unused:
             sources[spec.name] = MISSING
             missing.append(spec.name)
         else:
@@ -111,11 +115,13 @@ def missing_message(missing: list[str], secrets_dir: str, answering: list[str], 
     )
 
 
-def generated_message(paths: list[str], check_mode: bool) -> str:
+def generated_message(paths: list[str], check_mode: bool, deployed: bool = False) -> str:
+    # An existing set gets only secrets it never used (unused in plan_secrets), such as a newer release's API user.
+    what = "New secrets for the existing replica set" if deployed else "A first deployment"
     if check_mode:
-        return ("A first deployment: a real run would generate " + ", ".join(paths) +
+        return (f"{what}: a real run would generate " + ", ".join(paths) +
                 " (check mode wrote nothing).")
-    return ("A first deployment: generated " + ", ".join(paths) + " (directory 0700, files 0600). Store them "
+    return (f"{what}: generated " + ", ".join(paths) + " (directory 0700, files 0600). Store them "
             "safely now: every later run needs them (in AWX, put them in the job template's credential, since the "
             "next job starts from an empty directory).")
 

@@ -11,19 +11,27 @@ short_description: Find a deployment's secrets, and make them only for a first d
 version_added: 0.2.0
 description:
   - Decides, on the controller, where each secret of a deployment comes from before any host is touched. The
-    secrets are the replica set's keyfile, the admin password and the API token.
+    secrets are the replica set's keyfile, the admin password, the API token and the API server's own MongoDB
+    password.
   - A secret given to the module (from a variable, a vault or an AWX credential) is used as it is and nothing is
     written.
-  - Otherwise a file of O(secrets_dir) (C(keyfile), C(admin-password), C(api-token)) is reused.
+  - Otherwise a file of O(secrets_dir) (C(keyfile), C(admin-password), C(api-token), C(api-mongo-password)) is
+    reused.
   - Otherwise the module asks the O(seeds) C(hello), which needs no login. When a member answers as initiated, the
     replica set exists and the task fails naming each missing secret and where it must come from; it never makes
     a new one, because a new keyfile or admin password would lock the run out of the set. An AWX job starts in an
     empty directory, so a secret that is not in O(secrets_dir) may well exist.
+  - One exception: the API server's MongoDB password (O(api_mongo_password)) of an existing set that has no user
+    O(api_mongo_user) yet (a deployment made before the API server had its own user). It is a new secret, not a
+    lost one, so it is generated, after the module logged in as O(admin_user) with the admin password (given or
+    in O(secrets_dir)) and asked C(usersInfo). When the user exists, or the question cannot be asked (no admin
+    password, or TLS without verifying the members, to which the admin password is never sent), it is missing
+    like the others.
   - When no member answers as initiated (a first deployment), the missing secrets are generated into
     O(secrets_dir) (directory mode 0700, files 0600, an existing file never overwritten) and the paths are
     reported, never the values. They must then be stored (a vault, or the AWX credential).
   - Every value given or read is checked (the keyfile is 6 to 1024 base64 characters as mongod requires, the admin
-    password at least 8 characters, the token at least 16 printable ASCII characters); a bad one fails the task
+    password and the API server's MongoDB password at least 8 characters, the token at least 16 printable ASCII characters); a bad one fails the task
     naming the secret and where it came from, and nothing is written.
   - A replica set whose every member is down answers no C(hello) and so looks like a first deployment; keep the
     secrets where later runs find them.
@@ -40,8 +48,8 @@ options:
       - The secrets this run needs; only these are looked for, checked and generated.
     type: list
     elements: str
-    choices: [keyfile, admin_password, api_token]
-    default: [keyfile, admin_password, api_token]
+    choices: [keyfile, admin_password, api_token, api_mongo_password]
+    default: [keyfile, admin_password, api_token, api_mongo_password]
   keyfile:
     description:
       - The replica set's internal authentication key, when the run has it (for example C(mongod_keyfile_content)).
@@ -54,6 +62,18 @@ options:
     description:
       - The API servers' bearer token, when the run has it (for example C(state_machine_api_token)).
     type: str
+  api_mongo_password:
+    description:
+      - The password of the API server's own MongoDB user, when the run has it (C(api_server_mongo_password)).
+    type: str
+  api_mongo_user:
+    description: The API server's MongoDB user (authentication database C(admin)), asked about as described above.
+    type: str
+    default: stateserver-api
+  admin_user:
+    description: The administrator the module logs in as to ask whether O(api_mongo_user) exists.
+    type: str
+    default: admin
   seeds:
     description:
       - Where the replica set's members would answer, each V(host), V(host:port) or an IPv6 address. Asked only
@@ -208,9 +228,12 @@ from ansible_collections.stateserver.ha.plugins.module_utils._args import check_
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
+    ReplSet,
     ReplSetError,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
+    ADMIN_PASSWORD,
+    API_MONGO_PASSWORD,
     BY_NAME,
     GENERATED,
     GIVEN,
@@ -234,6 +257,26 @@ def report_lines(sources: dict, store: SecretsDir) -> list[str]:
     return [f"{name}: " + words[source].format(store.file(BY_NAME[name])) for name, source in sources.items()]
 
 
+def api_user_absent(params: dict, store: SecretsDir, stored: set[str]) -> tuple[bool, str]:
+    """(True, "") when the existing set has no API user, so its password is a new secret; else (False, why it is
+    treated as missing, or ""). The admin password goes only to members whose certificate is verified (or over
+    plain TCP, the deployment's documented choice)."""
+    if params["tls"] and (params["tls_allow_invalid_certificates"] or not params["tls_ca_file"]):
+        return False, (" Whether the set has an API user yet was not asked: the deployment CA is not on this "
+                       "controller, and the admin password is never sent to members that cannot be verified.")
+    try:
+        password = params[ADMIN_PASSWORD.name]
+        if password is None and ADMIN_PASSWORD.name in stored:
+            password = store.read(ADMIN_PASSWORD)
+        if password is None:
+            return False, ""
+        login = {key: params[key] for key in PROBE_OPTIONS}
+        with ReplSet({**login, "login_user": params["admin_user"], "login_password": password}) as rs:
+            return rs.read_user(params["api_mongo_user"], "admin") is None, ""
+    except (ReplSetError, SecretsDirError) as exc:
+        return False, f" Whether the set has an API user yet could not be asked: {exc}."
+
+
 def main() -> None:
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
@@ -244,6 +287,9 @@ def main() -> None:
         keyfile={"type": "str", "no_log": True},
         admin_password={"type": "str", "no_log": True},
         api_token={"type": "str", "no_log": True},
+        api_mongo_password={"type": "str", "no_log": True},
+        api_mongo_user={"type": "str", "default": "stateserver-api"},
+        admin_user={"type": "str", "default": "admin"},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -273,6 +319,11 @@ def main() -> None:
         deployed = bool(answering)
 
     plan = plan_secrets(given, stored, bool(deployed), module.check_mode, wanted)
+    why_missing = ""
+    if plan.missing == [API_MONGO_PASSWORD.name]:
+        unused, why_missing = api_user_absent(params, store, stored)
+        if unused:
+            plan = plan_secrets(given, stored, True, module.check_mode, wanted, frozenset({API_MONGO_PASSWORD.name}))
     result = {
         "changed": bool(plan.to_generate),
         "secrets": {name: {"source": source, "path": None if source == GIVEN else store.file(BY_NAME[name])}
@@ -283,7 +334,8 @@ def main() -> None:
     }
     if plan.missing:
         result["changed"] = False
-        module.fail_json(msg=missing_message(plan.missing, store.path, answering, params["replica_set"]), **result)
+        module.fail_json(msg=missing_message(plan.missing, store.path, answering, params["replica_set"]) + why_missing,
+                         **result)
 
     values, generated = {}, []
     try:
@@ -301,7 +353,7 @@ def main() -> None:
                          **{**result, "changed": bool(generated)})
 
     paths = [store.file(BY_NAME[name]) for name in plan.to_generate]
-    msg = generated_message(paths, module.check_mode) if paths else "; ".join(result["report"])
+    msg = generated_message(paths, module.check_mode, bool(deployed)) if paths else "; ".join(result["report"])
     if paths:
         result["report"].append(msg)
     module.exit_json(msg=msg, resolved=values, generated=generated, **result)

@@ -68,8 +68,9 @@ options:
     default: 1.0
   api_scheme:
     description:
-      - V(http) for API servers that serve plain HTTP (the C(stateserver.ha.api_server) role's default,
-        C(api_server_tls=false)), V(https) for servers that serve TLS.
+      - V(http) for API servers that serve plain HTTP (the C(stateserver.ha.api_server) role with
+        C(api_server_tls=false)), V(https) for servers that serve TLS (the role's default). The playbooks' status
+        table uses V(https) with the deployment CA unless C(stateserver_tls) is false.
     type: str
     choices: [http, https]
     default: http

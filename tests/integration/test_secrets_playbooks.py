@@ -24,7 +24,7 @@ from test_retire_playbooks import RECORDER
 pytestmark = pytest.mark.timeout(600)
 SECRETS = "stateserver.ha.deployment_secrets"
 FILES = {"keyfile": "mongod_keyfile_content", "admin-password": "mongod_admin_password",
-         "api-token": "state_machine_api_token"}
+         "api-token": "state_machine_api_token", "api-mongo-password": "api_server_mongo_password"}
 
 
 def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str, tls: bool = False) -> tuple[int, dict, set]:

@@ -27,7 +27,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-ALL = {"keyfile", "admin_password", "api_token"}
+ALL = {"keyfile", "admin_password", "api_token", "api_mongo_password"}
 
 # (given, stored, deployed, check_mode) -> sources; the missing list is every MISSING source.
 TABLE = [
@@ -36,16 +36,17 @@ TABLE = [
     (ALL, ALL, False, False, dict.fromkeys(ALL, GIVEN)),
     # The secrets directory is reused as it is.
     (set(), ALL, True, False, dict.fromkeys(ALL, FILE)),
-    ({"admin_password"}, {"keyfile", "api_token"}, True, True,
-     {"keyfile": FILE, "admin_password": GIVEN, "api_token": FILE}),
+    ({"admin_password"}, {"keyfile", "api_token", "api_mongo_password"}, True, True,
+     {"keyfile": FILE, "admin_password": GIVEN, "api_token": FILE, "api_mongo_password": FILE}),
     # An existing set with a secret in neither place: missing, never new (the AWX job with a fresh directory).
     (set(), set(), True, False, dict.fromkeys(ALL, MISSING)),
     ({"admin_password"}, {"api_token"}, True, False,
-     {"keyfile": MISSING, "admin_password": GIVEN, "api_token": FILE}),
+     {"keyfile": MISSING, "admin_password": GIVEN, "api_token": FILE, "api_mongo_password": MISSING}),
     (set(), set(), True, True, dict.fromkeys(ALL, MISSING)),
     # A first deployment makes what it lacks, and under --check only says it would.
     (set(), set(), False, False, dict.fromkeys(ALL, GENERATED)),
-    ({"keyfile"}, {"api_token"}, False, False, {"keyfile": GIVEN, "admin_password": GENERATED, "api_token": FILE}),
+    ({"keyfile"}, {"api_token"}, False, False,
+     {"keyfile": GIVEN, "admin_password": GENERATED, "api_token": FILE, "api_mongo_password": GENERATED}),
     (set(), set(), False, True, dict.fromkeys(ALL, WOULD_GENERATE)),
 ]
 
@@ -57,6 +58,20 @@ def test_where_each_secret_comes_from(given_names, stored, deployed, check_mode,
     assert sorted(plan.missing) == sorted(name for name, source in sources.items() if source == MISSING)
     assert sorted(plan.to_generate) == sorted(name for name, source in sources.items()
                                               if source in (GENERATED, WOULD_GENERATE))
+
+
+def test_an_existing_set_without_an_api_user_gets_its_api_password_as_a_new_secret():
+    # The module found no stateserver-api user on the set (a deployment made before it had one): nothing to lose.
+    stored = {"keyfile", "admin_password", "api_token"}
+    plan = plan_secrets(set(), stored, True, False, unused=frozenset({"api_mongo_password"}))
+    assert plan.sources["api_mongo_password"] == GENERATED and plan.missing == []
+    assert plan_secrets(set(), stored, True, True, unused=frozenset({"api_mongo_password"})).to_generate == [
+        "api_mongo_password"]
+    # unused never overrides a value the run has, nor makes the set's own secrets.
+    assert plan_secrets({"api_mongo_password"}, stored, True, False,
+                        unused=frozenset({"api_mongo_password"})).sources["api_mongo_password"] == GIVEN
+    assert plan_secrets(set(), set(), True, False, unused=frozenset({"api_mongo_password"})).missing == [
+        "keyfile", "admin_password", "api_token"]
 
 
 def test_only_the_secrets_asked_for_are_decided():

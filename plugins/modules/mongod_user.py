@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# ruff: noqa: EXE001 (ansible-test requires module files with a shebang to be non-executable)
+# Copyright: stateserver.ha contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mongod_user
+short_description: Keep a service's own MongoDB user with exactly the given roles and password
+version_added: 0.3.0
+description:
+  - Logs in to the replica set's primary as an administrator (O(login_user)) and makes user O(name) of
+    O(database) exist with the password O(password) and exactly the roles O(roles): it creates the user, or sets its
+    password and/or its roles when they differ. A role the user holds and O(roles) does not list is taken away.
+  - The password is compared by logging in with it (the server keeps only salted hashes), so an unchanged user
+    costs one read and one login, and nothing is written.
+  - Writes are acknowledged by a majority of the set.
+  - The collection uses it for the API server's user (C(stateserver-api)), which holds C(readWrite) on the
+    C(stateserver) database and C(clusterMonitor) (for C(replSetGetConfig) and C(replSetGetStatus)) and nothing
+    else, so the admin password never has to reach the API servers.
+author:
+  - stateserver.ha developers (@stateserver)
+options:
+  name:
+    description: The user's name.
+    type: str
+    required: true
+  database:
+    description: The user's authentication database.
+    type: str
+    default: admin
+  password:
+    description: The user's password (at least 8 characters).
+    type: str
+    required: true
+  roles:
+    description:
+      - The roles the user holds, and no others. Each is a built-in or existing role and the database it is
+        defined on.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      role:
+        description: The role's name, for example V(readWrite).
+        type: str
+        required: true
+      db:
+        description: The database the role is defined on (and, for a database role, applies to).
+        type: str
+        required: true
+extends_documentation_fragment:
+  - stateserver.ha.connection
+  - stateserver.ha.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads the user and tries the password as a real run does and reports the changes in RV(actions); writes
+        nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+requirements:
+  - pymongo >= 4.6 where the module runs
+seealso:
+  - module: stateserver.ha.deployment_secrets
+"""
+
+EXAMPLES = r"""
+- name: Give the API server its own user, allowed its database and the replica set status only
+  stateserver.ha.mongod_user:
+    seeds: [192.0.2.11, 192.0.2.12, 192.0.2.13]
+    login_user: admin
+    login_password: "{{ mongod_admin_password }}"
+    tls: true
+    tls_ca_file: stateserver-secrets/ca.crt
+    name: stateserver-api
+    password: "{{ api_server_mongo_password }}"
+    roles:
+      - {role: readWrite, db: stateserver}
+      - {role: clusterMonitor, db: admin}
+  no_log: true
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the user was created or changed (in check mode, whether it would be).
+  returned: always
+  type: bool
+  sample: true
+actions:
+  description:
+    - What was sent (in check mode, what would be), in order. V(create), or V(set_password) and/or V(set_roles);
+      empty when the user is as wanted.
+  returned: always
+  type: list
+  elements: str
+  sample: [create]
+user:
+  description: The user as it is after the run (in check mode, as it would be). Never the password.
+  returned: success
+  type: dict
+  sample: {"name": "stateserver-api", "database": "admin",
+           "roles": [{"role": "readWrite", "db": "stateserver"}, {"role": "clusterMonitor", "db": "admin"}]}
+msg:
+  description: What was done, or why the task failed and what to do.
+  returned: always
+  type: str
+  sample: "created user stateserver-api@admin"
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.stateserver.ha.plugins.module_utils._args import (
+    CONNECTION_REQUIRED_TOGETHER,
+    check_connection,
+    connection_argument_spec,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
+    HAS_PYMONGO,
+    PYMONGO_IMPORT_ERROR,
+    ReplSet,
+    ReplSetError,
+)
+from ansible_collections.stateserver.ha.plugins.module_utils._users import (
+    CREATE,
+    SET_PASSWORD,
+    SET_ROLES,
+    role_problems,
+    user_plan,
+)
+
+MIN_PASSWORD = 8
+
+
+def main() -> None:
+    argument_spec = connection_argument_spec()
+    argument_spec.update(
+        name={"type": "str", "required": True},
+        database={"type": "str", "default": "admin"},
+        password={"type": "str", "required": True, "no_log": True},
+        roles={"type": "list", "elements": "dict", "required": True, "options": {
+            "role": {"type": "str", "required": True}, "db": {"type": "str", "required": True}}},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_together=CONNECTION_REQUIRED_TOGETHER)
+    params = module.params
+    result = {"changed": False, "actions": []}
+    problems = role_problems(params["roles"])
+    if not params["name"].strip() or not params["database"].strip():
+        problems.append("name and database must not be empty")
+    if len(params["password"]) < MIN_PASSWORD:
+        problems.append(f"password must be at least {MIN_PASSWORD} characters")
+    if not params["login_user"]:
+        problems.append("login_user and login_password are required: only an administrator can create a user")
+    problem = check_connection(params)
+    if problem:
+        problems.append(problem)
+    if problems:
+        module.fail_json(msg="; ".join(problems) + "; nothing was changed", **result)
+    if not HAS_PYMONGO:
+        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **result)
+
+    name, database, roles = params["name"], params["database"], params["roles"]
+    try:
+        with ReplSet(params) as rs:
+            existing = rs.read_user(name, database)
+            works = existing is not None and rs.password_works(name, database, params["password"])
+            result["actions"] = plan = user_plan(existing, works, roles)
+            result["changed"] = bool(plan)
+            if plan and not module.check_mode:
+                rs.save_user(name, database, create=CREATE in plan,
+                             password=params["password"] if CREATE in plan or SET_PASSWORD in plan else None,
+                             roles=roles if CREATE in plan or SET_ROLES in plan else None)
+    except ReplSetError as exc:
+        module.fail_json(msg=f"{exc}; nothing more was sent", **{**result, "changed": False})
+    words = {CREATE: "created", SET_PASSWORD: "set the password of", SET_ROLES: "set the roles of"}
+    done = " and ".join(words[a] for a in plan) or "nothing to change for"
+    msg = f"{'check mode, would have ' if module.check_mode and plan else ''}{done} user {name}@{database}"
+    module.exit_json(msg=msg, user={"name": name, "database": database, "roles": roles}, **result)
+
+
+if __name__ == "__main__":
+    main()
