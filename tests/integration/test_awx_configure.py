@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 AWX = REPO / "extensions" / "awx"
 TOKEN = "stand-in-controller-token"
 SECRETS = {"mongod_admin_password": "pw-{{ not a template }}-1", "mongod_keyfile_content": "a" * 756,
-           "state_machine_api_token": "token-Zq9"}
+           "state_machine_api_token": "token-Zq9", "api_server_mongo_password": "api-mongo-Zq9"}
 SECRET_FIELDS = {f["id"] for f in yaml.safe_load((AWX / "credential_type.yml").read_text())["inputs"]["fields"]
                  if f.get("secret")}
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(600)
 AWX = REPO / "extensions" / "awx"
 PASSWORD = "awx-job-admin-{{ literal }}"
 CREDENTIAL = {"mongod_admin_password": PASSWORD, "mongod_keyfile_content": "K3yf1le" * 20,
-              "state_machine_api_token": "awx-job-api-token"}
+              "state_machine_api_token": "awx-job-api-token", "api_server_mongo_password": "awx-job-api-mongo-pw"}
 PLAN = "Plan which machines keep, gain or lose a vote"
 CONVERGE = "Move the replica set to the planned voters one safe reconfig at a time"
 
@@ -151,7 +151,8 @@ def test_a_survey_answer_5_as_text_plans_growth_with_the_credentials_secrets(dep
     tasks = job(workdir, 1, cluster, {"n": "5", "down_after": 60}, CREDENTIAL)
     assert tasks["__job__"]["rc"] == 0, tasks
     assert tasks["Say where each secret comes from"]["msg"] == [
-        "keyfile: given in variables", "admin_password: given in variables", "api_token: given in variables"]
+        "keyfile: given in variables", "admin_password: given in variables", "api_token: given in variables",
+        "api_mongo_password: given in variables"]
     plan = tasks[PLAN]
     assert plan["first_deployment"] is False and sorted(plan["added"]) == ["sm4", "sm5"]
     assert sorted(tasks[CONVERGE]["voters"]) == ["sm1", "sm2", "sm3", "sm4", "sm5"]

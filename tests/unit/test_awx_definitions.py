@@ -96,7 +96,8 @@ def test_the_injectors_render_the_inputs_as_awx_does():
     rendered = {var: env.from_string(template).render(**sample) for var, template in INJECTED.items()}
     assert rendered == {var: sample[var] for var in INJECTED}
     # The secrets the roles need all come from the credential.
-    assert set(INJECTED) == {"mongod_admin_password", "mongod_keyfile_content", "state_machine_api_token"}
+    assert set(INJECTED) == {"mongod_admin_password", "mongod_keyfile_content", "state_machine_api_token",
+                             "api_server_mongo_password"}
     assert set(CREDENTIAL_TYPE["inputs"]["required"]) == set(INJECTED)
 
 
