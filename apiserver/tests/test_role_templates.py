@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mongosim.certs import make_ca
 from stateserver_api.main import load_settings
+from stateserver_client.client import ClientConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "api_server"
@@ -174,6 +175,42 @@ def test_role_with_tls_on_and_no_certificates_stops_naming_the_variables(tmp_pat
     assert outcome["1"].startswith("FAILED: api_server_mongo_tls is true") and "api_server_tls_ca_src" in outcome["1"]
     assert outcome["2"].startswith("FAILED:") and "/nonexistent.key" in outcome["2"]
     assert outcome["3"] == outcome["4"] == "PASSED"
+
+
+UNIT = ROOT / "roles" / "unit"
+
+
+def test_unit_role_copies_the_deployment_ca_and_the_client_verifies_with_it(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "controller")
+    configure = yaml.safe_load((UNIT / "tasks" / "configure.yml").read_text())
+    preflight = next(t for t in yaml.safe_load((UNIT / "tasks" / "main.yml").read_text())
+                     if "HTTPS" in t["name"])
+    tasks = [preflight, *(t for t in configure if "CA" in t["name"] or "ansible.builtin.template" in t)]
+    for task in tasks:  # run outside the role: its template by full path
+        if "ansible.builtin.template" in task:
+            task["ansible.builtin.template"]["src"] = str(UNIT / "templates" / task["ansible.builtin.template"]["src"])
+    base = {"unit_config_dir": str(tmp_path / "etc"), "unit_group": "root", "unit_token": "t" * 20,
+            "unit_api_addresses": ["10.177.0.11:17070"]}
+    runs = {}
+    for case, given in {"tls": {"unit_api_tls_ca_src": ca.path}, "no-ca": {}, "plain": {"unit_api_tls": False}}.items():
+        (tmp_path / case).mkdir()
+        runs[case] = run_playbook(tmp_path / case, [{
+            "hosts": "localhost", "connection": "local", "gather_facts": False,
+            "vars_files": [str(UNIT / "defaults" / "main.yml")],
+            "vars": {"ansible_python_interpreter": sys.executable},
+            "tasks": [{"name": "Config dir", "ansible.builtin.file": {
+                "path": "{{ unit_config_dir }}", "state": "directory", "mode": "0750"}}, *tasks]}],
+            extra={**base, "unit_config_dir": str(tmp_path / case / "etc"), **given})
+    assert runs["tls"].returncode == 0, runs["tls"].stdout
+    config = ClientConfig.load(tmp_path / "tls" / "etc" / "config.json")
+    assert config.ca_file == str(tmp_path / "tls" / "etc" / "ca.crt") and not config.insecure_http
+    assert Path(config.ca_file).read_text() == Path(ca.path).read_text()
+    assert oct(Path(config.ca_file).stat().st_mode & 0o777) == "0o444"
+    # TLS is the default: without the CA the role stops, naming the variable, before writing anything.
+    assert runs["no-ca"].returncode != 0 and "unit_api_tls_ca_src must name the deployment CA" in runs["no-ca"].stdout
+    assert not (tmp_path / "no-ca" / "etc" / "config.json").exists()
+    plain = ClientConfig.load(tmp_path / "plain" / "etc" / "config.json")
+    assert plain.insecure_http and plain.ca_file is None
 
 
 def wheels_play(tmp_path: Path, wheels: Path, check: bool = False) -> list[dict]:
