@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 LAB = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(LAB))
@@ -126,3 +127,44 @@ def test_apt_accepts_the_signed_repository_and_sees_every_build(wheels: Path, tm
     finally:
         subprocess.run([sys.executable, str(LAB / "standins.py"), "stop", f"--out={out}"], check=True)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_executable_serves_tls_with_the_mongod_roles_net_tls_keys(wheels: Path, tmp_path: Path) -> None:
+    # The keys roles/mongod/templates/mongod.conf.j2 writes with mongod_tls (test_mongod_tls.py checks the render).
+    sys.path.insert(0, str(LAB.parent / "tests" / "mongosim"))
+    from mongosim.certs import make_ca
+
+    executable = standins.build_executable(wheels, tmp_path, 1)
+    ca = make_ca(tmp_path / "ca")
+    pem = ca.issue("standin", ["127.0.0.1"])
+    port, dbpath = free_port(), tmp_path / "db"
+    dbpath.mkdir()
+    conf = tmp_path / "mongod.conf"
+    conf.write_text(f"""net:
+  port: {port}
+  bindIp: 127.0.0.1
+  tls:
+    mode: requireTLS
+    certificateKeyFile: {pem}
+    CAFile: {ca.path}
+    allowConnectionsWithoutCertificates: true
+storage:
+  dbPath: {dbpath}
+replication:
+  replSetName: standin
+systemLog:
+  destination: file
+  path: {tmp_path / "log"}
+""")
+    proc = subprocess.Popen([str(executable), "--config", str(conf)], env={"PATH": "/usr/bin:/bin"})
+    try:
+        with MongoClient("127.0.0.1", port, directConnection=True, tls=True, tlsCAFile=ca.path,
+                         serverSelectionTimeoutMS=20000) as c:
+            assert c.admin.command("hello")["ok"] == 1
+        # A plain client is refused: requireTLS.
+        with (MongoClient("127.0.0.1", port, directConnection=True, serverSelectionTimeoutMS=1500) as plain,
+              pytest.raises(PyMongoError)):
+            plain.admin.command("hello")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
