@@ -21,7 +21,7 @@ description:
     replica set exists and the task fails naming each missing secret and where it must come from; it never makes
     a new one, because a new keyfile or admin password would lock the run out of the set. An AWX job starts in an
     empty directory, so a secret that is not in O(secrets_dir) may well exist.
-  - One exception: the API server's MongoDB password (O(api_mongo_password)) of an existing set that has no user
+  - One exception is the API server's MongoDB password (O(api_mongo_password)) of an existing set that has no user
     O(api_mongo_user) yet (a deployment made before the API server had its own user). It is a new secret, not a
     lost one, so it is generated, after the module logged in as O(admin_user) with the admin password (given or
     in O(secrets_dir)) and asked C(usersInfo). When the user exists, or the question cannot be asked (no admin

@@ -11,7 +11,7 @@ short_description: Keep a service's own MongoDB user with exactly the given role
 version_added: 0.3.0
 description:
   - Logs in to the replica set's primary as an administrator (O(login_user)) and makes user O(name) of
-    O(database) exist with the password O(password) and exactly the roles O(roles): it creates the user, or sets its
+    O(database) exist with the password O(password) and exactly the roles O(roles). It creates the user, or sets its
     password and/or its roles when they differ. A role the user holds and O(roles) does not list is taken away.
   - The password is compared by logging in with it (the server keeps only salted hashes), so an unchanged user
     costs one read and one login, and nothing is written.
