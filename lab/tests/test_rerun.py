@@ -3,8 +3,9 @@ drifted (a hand-edited config file, a loosened secret file, a stopped service) i
 repair without making it.
 
 One lab host (systemd, SSH) on the bridge 10.178.11.0/24, which no other test or scenario uses; the simulator as
-mongod, from wheels built into the test's state directory. Needs root, like the lab. Reads each run's results from
-ansible-runner's events, and the host's files and services over SSH.
+mongod, from wheels built into the test's state directory. TLS is on, as by default: mongod and the API server serve
+the host's certificate from a CA made here, as ensure-ha.yml passes the deployment's. Needs root, like the lab.
+Reads each run's results from ansible-runner's events, and the host's files and services over SSH.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import sys
 from pathlib import Path
 
 import ansible_runner
+import httpx
 import pytest
 import yaml
+from mongosim.certs import make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 LABHOSTS = ROOT / "lab" / "labhosts.py"
@@ -84,10 +87,22 @@ def run(state: Path, *args: str) -> dict:
 
 
 def write_secrets(state: Path) -> None:
-    """The role never makes secrets (ensure-ha.yml resolves them and passes them in): give it the deployment's."""
+    """The role never makes secrets nor certificates (ensure-ha.yml resolves them and passes them in): give it the
+    deployment's, a CA and the host's certificate naming its address and 127.0.0.1 as deployment_certificates does."""
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     made = {name: "".join(secrets.choice(alphabet) for _ in range(length)) for name, length in
-            (("mongod_keyfile_content", 756), ("mongod_admin_password", 32), ("state_machine_api_token", 40))}
+            (("mongod_keyfile_content", 756), ("mongod_admin_password", 32), ("state_machine_api_token", 40),
+             ("state_machine_api_mongo_password", 32))}
+    pki = state / "pki"
+    ca = make_ca(pki)
+    pem = Path(ca.issue("r1", [HOST, "127.0.0.1"], dns=("localhost",))).read_text()
+    at = pem.index("-----BEGIN PRIVATE KEY-----")
+    (pki / "r1.crt").write_text(pem[:at])
+    (pki / "r1.key").write_text(pem[at:])
+    (pki / "r1.key").chmod(0o600)
+    made.update(mongod_tls_ca_file=ca.path, mongod_tls_certificate_file=str(pki / "r1.crt"),
+                mongod_tls_key_file=str(pki / "r1.key"), api_server_tls_ca_src=ca.path,
+                api_server_tls_certificate_src=str(pki / "r1.crt"), api_server_tls_key_src=str(pki / "r1.key"))
     path = state / "secrets.yml"
     path.touch(mode=0o600)
     path.write_text(yaml.safe_dump(made))
@@ -124,6 +139,11 @@ def test_a_matching_machine_is_left_alone_in_one_comparison(machine: Path) -> No
     assert not applied_in_full(result), why(result)
     assert service_state(machine, "mongod") == "active"
     assert service_state(machine, "stateserver-api") == "active"
+    # HTTPS only, with the certificate the CA signed.
+    live = httpx.get(f"https://{HOST}:17070/v1/live", verify=str(machine / "pki" / "ca.pem"), timeout=10)
+    assert live.status_code == 200
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://{HOST}:17070/v1/live", timeout=5)
 
 
 def test_a_drifted_machine_is_repaired_and_check_mode_only_reports_it(machine: Path) -> None:
