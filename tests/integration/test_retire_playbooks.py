@@ -170,7 +170,9 @@ def grown(cluster: Cluster, workdir: Path) -> None:
     assert_converged(cluster, ["sm1", "sm2", "sm3"])
 
 
-def test_retire_machine_check_prints_the_plan_and_changes_nothing(tmp_path, cluster_factory):
+def test_retire_machine_check_changes_nothing_then_wipe_deletes_only_the_retirees_files_and_a_rerun_nothing(
+        tmp_path, cluster_factory):
+    # One set for the whole story: growing it costs more than each playbook run.
     cluster = cluster_factory(size=4)
     grown(cluster, tmp_path / "grow")
     before = cluster.read()
@@ -188,31 +190,6 @@ def test_retire_machine_check_prints_the_plan_and_changes_nothing(tmp_path, clus
     assert rc != 0
     assert "unknown machine 'nosuch'" in tasks["Plan which spare takes the retiree's vote"]["msg"]
 
-
-def test_recover_majority_loss_check_reports_the_survivor_and_changes_nothing(tmp_path, cluster_factory):
-    cluster = cluster_factory(size=4)
-    grown(cluster, tmp_path / "grow")
-    survivor = cluster.primary_name()
-    lost = [n for n in cluster.names[:3] if n != survivor]
-    for name in lost:
-        cluster.kill(cluster.names.index(name))
-    s = cluster.names.index(survivor)
-    cluster.wait_for(lambda: all(cluster.member_down_for(v, via=s) > 1 for v in lost), 60, "the loss seen")
-    before = cluster.direct_config(s)
-    rc, tasks = play(tmp_path / "refused", cluster, "recover-majority-loss.yml", "-e", "confirm=wrong")
-    assert rc != 0 and "'stateserver'" in tasks["Plan the forced reconfig"]["msg"]
-    rc, tasks = play(tmp_path / "check", cluster, "recover-majority-loss.yml", "-e", "confirm=stateserver")
-    plan = tasks["Plan the forced reconfig"]
-    # The lost members' hosts still answer over their (local) connection: not lost for good, so it stops there.
-    assert rc != 0 and plan["survivors"] == [survivor] and sorted(plan["lost"]) == sorted(lost)
-    assert "still answer" in tasks["Check that every machine to drop is unreachable over its connection too"]["msg"]
-    assert cluster.direct_config(s) == before
-
-
-def test_retire_machine_with_wipe_deletes_only_the_retirees_data_and_secrets_and_a_rerun_changes_nothing(
-        tmp_path, cluster_factory):
-    cluster = cluster_factory(size=4)
-    grown(cluster, tmp_path / "grow")
     hosts = stand_ins(tmp_path / "hosts", cluster)
     machines = {name: leftovers(hosts / "machines" / name) for name in cluster.names}
     before = cluster.read()
@@ -254,3 +231,23 @@ def test_retire_machine_with_wipe_deletes_only_the_retirees_data_and_secrets_and
     again = cluster.read()
     assert again[0] == config and cluster.primary_name() == primary
     assert sorted(r["_id"] for r in again[2]) == ["sm2", "sm3", "sm4"]
+
+
+def test_recover_majority_loss_check_reports_the_survivor_and_changes_nothing(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=4)
+    grown(cluster, tmp_path / "grow")
+    survivor = cluster.primary_name()
+    lost = [n for n in cluster.names[:3] if n != survivor]
+    for name in lost:
+        cluster.kill(cluster.names.index(name))
+    s = cluster.names.index(survivor)
+    cluster.wait_for(lambda: all(cluster.member_down_for(v, via=s) > 1 for v in lost), 60, "the loss seen")
+    before = cluster.direct_config(s)
+    rc, tasks = play(tmp_path / "refused", cluster, "recover-majority-loss.yml", "-e", "confirm=wrong")
+    assert rc != 0 and "'stateserver'" in tasks["Plan the forced reconfig"]["msg"]
+    rc, tasks = play(tmp_path / "check", cluster, "recover-majority-loss.yml", "-e", "confirm=stateserver")
+    plan = tasks["Plan the forced reconfig"]
+    # The lost members' hosts still answer over their (local) connection: not lost for good, so it stops there.
+    assert rc != 0 and plan["survivors"] == [survivor] and sorted(plan["lost"]) == sorted(lost)
+    assert "still answer" in tasks["Check that every machine to drop is unreachable over its connection too"]["msg"]
+    assert cluster.direct_config(s) == before
