@@ -102,6 +102,9 @@ def test_the_api_servers_wheels_are_built_offline_from_the_installed_collection(
     source = installed(root) / "apiserver" / "stateserver_api" / "main.py"
     with zipfile.ZipFile(own) as wheel:
         assert wheel.read("stateserver_api/main.py") == source.read_bytes()
+    # pip built a copy: the installed collection is as it was installed.
+    assert sorted(p.name for p in source.parents[1].iterdir()) == [
+        "README.md", "pyproject.toml", "stateserver_api", "stateserver_client"]
     # What the api_server role runs on a host (pip --no-index --find-links <wheels>) finds everything it needs.
     report = root / "install-report.json"
     proc = subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--dry-run", "--ignore-installed",
