@@ -86,6 +86,16 @@ def test_every_module_is_documented_from_the_installed_collection(root):
     assert all(d["doc"]["short_description"] and d["return"] is not None for d in docs.values())
 
 
+def test_every_playbook_of_the_installed_collection_passes_syntax_check(root):
+    # By collection name, as users call them; awx_configure.yml needs awx.awx, which test_awx_definitions.py adds.
+    names = sorted(f"stateserver.ha.{p.stem}" for p in (installed(root) / "playbooks").glob("*.yml")
+                   if "-" not in p.stem and p.stem != "awx_configure")
+    assert {"stateserver.ha.ensure_ha", "stateserver.ha.retire_machine", "stateserver.ha.api_wheels"} <= set(names)
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", *names], check=False,
+                          capture_output=True, text=True, timeout=120, cwd=str(root), env=env_for(root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_the_api_servers_wheels_are_built_offline_from_the_installed_collection(root):
     assert (WHEELHOUSE / ".complete").exists(), "no local wheelhouse: run `make tools` (scripts/fetch-wheelhouse)"
     wheels = root / "wheels"
