@@ -106,6 +106,13 @@ def test_the_api_servers_wheels_are_built_offline_from_the_installed_collection(
     assert rc == 0 and not wheels.exists()
     assert "Say that the wheels would be built" in changed(entries)
 
+    # A build that fails half-way (a wheelhouse without setuptools to build with) is finished by the next run.
+    empty = root / "empty-wheelhouse"
+    empty.mkdir()
+    rc, entries = api_wheels(root, root / "failed", "-e", f"api_server_wheel_dir={wheels}",
+                             "-e", f"api_server_wheel_find_links={empty}")
+    assert rc != 0 and [task(e) for e in entries if e["result"].get("failed")] == ["Build the wheel"]
+
     rc, entries = api_wheels(root, root / "build", *offline)
     assert rc == 0, [e for e in entries if e["result"].get("failed")]
     (own,) = wheels.glob("stateserver_apiserver-*.whl")
