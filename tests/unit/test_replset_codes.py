@@ -226,7 +226,7 @@ class HelloClient:
 def listening():
     """Two loopback addresses where something listens (the probe's TCP connect succeeds), and the fake client."""
     socks = []
-    for _ in range(2):
+    for _count in range(2):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -240,7 +240,7 @@ def listening():
 def test_hellos_keep_one_client_per_member_for_the_run_and_close_them_at_the_end(monkeypatch, listening):
     monkeypatch.setattr(_replset, "MongoClient", HelloClient)
     with _replset.ReplSet({"seeds": listening}) as rs:
-        for _ in range(3):
+        for _round in range(3):
             answers = rs.hellos(listening)
             assert all(answers[h]["me"] == h for h in listening)
         assert sorted(c.host for c in MADE) == sorted(listening)  # three rounds, one client each
