@@ -166,3 +166,33 @@ def test_the_execution_environment_definition_builds_the_wheels_from_the_install
     assert final.index("stateserver.ha.api_wheels") < final.index("USER 1000")
     requirements = (context / "_build" / "requirements.yml").read_text()
     assert "stateserver.ha" in requirements
+
+
+@pytest.mark.parametrize("role", ["api_server", "unit"])
+def test_the_roles_take_the_execution_environments_wheel_directory(root, tmp_path, role):
+    # The EE built from execution-environment.yml sets STATESERVER_HA_API_WHEEL_DIR; the roles' wheel directory
+    # defaults to it, so job templates need no variable for it.
+    variable = f"{role}_wheel_dir"
+    (tmp_path / "callbacks").mkdir()
+    (tmp_path / "callbacks" / "record.py").write_text(RECORDER)
+    (tmp_path / "play.yml").write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_role:
+        name: stateserver.ha.{role}
+      when: false  # only the role's defaults are wanted: an imported role's defaults are the play's
+    - ansible.builtin.debug:
+        var: {variable}
+""")
+    for value in ("/opt/stateserver-ha/api-wheels", None):
+        results = tmp_path / f"results-{bool(value)}.jsonl"
+        env = {k: v for k, v in env_for(root).items() if k != "STATESERVER_HA_API_WHEEL_DIR"}
+        env.update(ANSIBLE_CALLBACK_PLUGINS=str(tmp_path / "callbacks"), ANSIBLE_CALLBACKS_ENABLED="record",
+                   RECORD_RESULTS=str(results), **({"STATESERVER_HA_API_WHEEL_DIR": value} if value else {}))
+        proc = subprocess.run([str(BIN / "ansible-playbook"), str(tmp_path / "play.yml")], check=False,
+                              capture_output=True, text=True, timeout=120, cwd=str(tmp_path), env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (shown,) = [e["result"][variable] for e in map(json.loads, results.read_text().splitlines())
+                    if variable in e["result"]]
+        assert shown == (value or "")
