@@ -27,9 +27,11 @@ collection:
 	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/stateserver/ha
 
 # Test-only tools fetched into build/ once (nothing installed): promtool checks the shipped alert rules; awx.awx
-# (from PyPI's ansible) lets lint and the AWX tests resolve playbooks/awx_configure.yml.
+# (from PyPI's ansible) lets lint and the AWX tests resolve playbooks/awx_configure.yml; the wheelhouse lets the
+# installed-collection test build the API server's wheels with pip --no-index.
 tools: venv
 	bash scripts/fetch-promtool
+	bash scripts/fetch-wheelhouse
 	$(BIN)/python scripts/fetch-collections awx.awx
 
 test: venv tools

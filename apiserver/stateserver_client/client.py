@@ -226,6 +226,9 @@ class StateClient:
         self.retry_for = retry_for
         self.current: str | None = None
         self.auto_refresh = auto_refresh
+        # Set by each new connection, cleared by a refresh that got an answer: a failed refresh is retried after the
+        # next request that succeeds, since a sticky connection may not be replaced for a long time.
+        self._refresh_pending = False
         self.refused_token = False  # set when a server answered 401: retrying elsewhere will not help
         self.scheme = "https" if tls else "http"
         self.http = httpx.Client(
@@ -300,17 +303,20 @@ class StateClient:
             self.cache.last_address = address
             self.cache.save()
         if self.auto_refresh:
+            self._refresh_pending = True
             self._refresh_from(address)
         return address
 
     def _refresh_from(self, address: str) -> None:
-        # Best effort, like Juju's login: the server we just reached tells us the current list. A failure here
-        # only means the list is refreshed on a later connection.
+        # Best effort, like Juju's login: the server we just reached tells us the current list. A failure leaves
+        # the refresh pending, to be tried again after the next request that succeeds.
         try:
             response = self.http.get(f"{self.scheme}://{address}/v1/api-addresses")
             published = response.json().get("addresses") if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             return
+        if published is not None:
+            self._refresh_pending = False
         self._store_published(published)
 
     def _store_published(self, published: object) -> None:
@@ -336,6 +342,8 @@ class StateClient:
                 response = self.http.request(method, f"{self.scheme}://{address}{path}", content=content,
                                              headers=headers)
                 if response.status_code < 500:
+                    if self._refresh_pending:
+                        self._refresh_from(address)
                     return _result(response)
                 last_error = f"HTTP {response.status_code}: {_detail(response)}"
             except (httpx.HTTPError, DialError, Unavailable, _NotTheApi) as exc:

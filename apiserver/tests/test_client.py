@@ -191,6 +191,28 @@ def test_connecting_refreshes_the_published_list(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "cache.json").read_text())["published"] == [A, "127.30.2.7:17070"]
 
 
+def test_a_failed_refresh_is_retried_after_the_next_request_that_succeeds(tmp_path: Path) -> None:
+    servers = FakeServers()
+    servers.published = [A, "127.30.2.7:17070"]
+    unanswered = {"left": 1}
+    plain = servers.__call__
+
+    def first_list_request_fails(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/api-addresses" and unanswered["left"]:
+            unanswered["left"] -= 1
+            return httpx.Response(503, json={"detail": "no writable primary reachable"})
+        return plain(request)
+
+    with StateClient([A], "tok", tmp_path / "cache.json", stagger=0.01, retry_for=5.0,
+                     transport=httpx.MockTransport(first_list_request_fails)) as client:
+        client.connect()
+        assert client.addresses() == [A]  # the refresh at connect got no list
+        client.ready()  # the connection stays: the next request that succeeds fetches the list again
+        assert client.addresses() == [A, "127.30.2.7:17070"]
+        client.ready()
+    assert [p for _, _, p in servers.calls].count("/v1/api-addresses") == 1  # once answered, not asked again
+
+
 def test_a_torn_cache_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "cache.json").write_text('{"last_address": "127.30.2.2:1')
     servers = FakeServers()

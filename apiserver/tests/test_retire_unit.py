@@ -136,8 +136,10 @@ def test_retiring_the_primary_machine_while_a_unit_writes(tmp_path: Path) -> Non
         # The unit is configured with the first three machines and sticks to the retiree's API server, so it is
         # the unit that has to move when that server stops.
         cache.write_text(json.dumps({"last_address": retiree.api_address, "published": []}))
+        # A 2 s stagger instead of 50 ms: on a loaded machine the sticky server may answer later than 50 ms and
+        # lose the race, and this test needs the unit on the retiree (a dead address still costs only 2 s).
         client = StateClient([m.api_address for m in machines.machines[:3]], machines.token, cache,
-                             tls=machines.tls, retry_for=60.0)
+                             tls=machines.tls, retry_for=60.0, stagger=2.0)
         unit = Unit(client)
         unit.start()
         try:

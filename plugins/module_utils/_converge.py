@@ -5,19 +5,23 @@
 # Do not use this from other collections or standalone plugins/modules!
 """The convergence loop of peergroup: plan from observed state, send one step, wait until the set is ready, repeat.
 
-This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(); waits are a
-quarter of the set's own heartbeat interval (settings.heartbeatIntervalMillis) for the first two heartbeats, then
-double, capped at two heartbeats, and start again after progress: mongod sends heartbeats at once after a reconfig,
-so an even voter count in the middle of a growth is held no longer than the next member's readiness needs. Readiness is
-a pure predicate over a replSetGetStatus document. Check mode plans the whole sequence (assuming every member becomes
-ready) and sends nothing.
+This is the only place in the collection that sleeps. The clock is a Deadline over time.monotonic(). Waits start
+at a few round trips (MIN_DELAY) and double up to a quarter of the set's own heartbeat interval
+(settings.heartbeatIntervalMillis), stay there for two heartbeats, then double again, capped at two heartbeats, and
+start again after progress (Backoff.for_heartbeat). After a reconfig mongod 7.0 heartbeats every member at once,
+each member fetches the new config and heartbeats back at once, and the primary answers that with a heartbeat that
+records the member's new version: the set shows the new config on every member within a few round trips, not a
+heartbeat interval, so an even voter count in the middle of a growth is held no longer than the next member's
+readiness needs. Readiness is a pure predicate over a replSetGetStatus document. Check mode plans the whole sequence
+(assuming every member becomes ready) and sends nothing.
 
-The primary learns a member's state from its own heartbeats, up to one interval late (2 s by default): a member
-added a moment ago is still STARTUP2 there after it has synced, and a secondary that fetched the last config is still
-on the one before. Members the primary reaches but lists like that are asked directly (hello), and the next step is
-planned on what they say about themselves (own_view); mongod takes a reconfig whatever the primary's view of a member,
-and still waits by itself for the previous config to be committed before it installs the next. A run ends only when
-the primary itself shows every member ready (their config version may be their own word).
+What the primary learns only from its regular heartbeats can be up to one interval old (2 s by default): a member
+added a moment ago is still STARTUP2 there after it has synced, and on a server without that immediate answer (it
+is in 7.0; older releases may lack it) a secondary that fetched the last config is still on the one before. Members
+the primary reaches but lists like that are asked directly (hello), and the next step is planned on what they say
+about themselves (own_view); mongod takes a reconfig whatever the primary's view of a member, and still waits by
+itself for the previous config to be committed before it installs the next. A run ends only when the primary itself
+shows every member ready (their config version may be their own word).
 
 How each refusal mongod sends is handled (codes from its error_codes.yml):
   74 NodeNotFound, 109 ConfigurationInProgress, 117 ConflictingOperationInProgress, 308
@@ -86,13 +90,13 @@ PRIMARY = 1
 JOINING_STATES = frozenset({STARTUP, STARTUP2, RECOVERING})
 # mongod's default settings.heartbeatIntervalMillis, for a config that does not say.
 DEFAULT_HEARTBEAT = 2.0
-# Waits grow to at most this many heartbeats (and never beyond MAX_DELAY seconds), from a quarter of one (at least
-# MIN_DELAY seconds).
+# Waits start at MIN_DELAY seconds (a few round trips on a LAN), double up to a quarter heartbeat, and grow to at
+# most this many heartbeats (and never beyond MAX_DELAY seconds).
 CAP_HEARTBEATS = 2
 MIN_DELAY = 0.05
 MAX_DELAY = 16.0
-# Waits stay at a quarter heartbeat for this many heartbeats before they grow: a step that goes well shows ready within
-# one or two heartbeats, and a read costs one replSetGetStatus.
+# Waits stay at a quarter heartbeat for this many heartbeats before they grow: what the primary learns from its
+# regular heartbeats (a synced member's state) shows within one or two of them, and a read costs one replSetGetStatus.
 STEADY_HEARTBEATS = 2
 # A reconfig's own server-side wait (maxTimeMS) for the previous config to commit.
 MAX_RECONFIG_WAIT = 60.0
@@ -164,36 +168,45 @@ class Deadline:
 
 
 class Backoff:
-    """Delays of `initial` (`steady` times), then doubling, capped; reset after progress."""
+    """Delays from `first` doubling up to `initial`, then `initial` (`steady` times), then doubling, capped; reset
+    after progress."""
 
-    def __init__(self, initial: float = DEFAULT_HEARTBEAT, cap: float = MAX_DELAY, steady: int = 1) -> None:
+    def __init__(self, initial: float = DEFAULT_HEARTBEAT, cap: float = MAX_DELAY, steady: int = 1,
+                 first: float | None = None) -> None:
         self.initial = initial
+        self.first = min(first or initial, initial)
         self.cap = max(cap, initial)
         self.steady = max(1, steady)
         self.reset()
 
     @classmethod
     def for_heartbeat(cls, interval: float) -> Backoff:
-        """A quarter heartbeat for STEADY_HEARTBEATS heartbeats, then growing to CAP_HEARTBEATS of them (at most
-        MAX_DELAY s).
+        """MIN_DELAY doubling up to a quarter heartbeat, which holds for STEADY_HEARTBEATS heartbeats, then growing to
+        CAP_HEARTBEATS of them (at most MAX_DELAY s).
 
-        mongod sends heartbeats at once after a reconfig or a state change, and otherwise every interval: a step
-        usually shows ready within one or two heartbeats, so polling finely that long costs a few replSetGetStatus
-        reads where a doubling delay would overshoot the moment by up to a heartbeat. A set that takes longer is
-        waiting for something slower (an initial sync, a member coming back), and is read less often.
+        After a reconfig, mongod 7.0 heartbeats every member at once, each member fetches the config and heartbeats
+        back at once, and the primary answers that with a heartbeat that shows it their new version: the set shows
+        the new config everywhere within a few round trips, which the first, short waits catch. What the primary
+        learns only from its regular heartbeats (a member that finished its initial sync, the outcome of an
+        election) shows within one or two heartbeats: polling a quarter heartbeat that long costs a few reads where
+        a doubling delay would overshoot the moment by up to a heartbeat. A set that takes longer is waiting for
+        something slower (an initial sync, a member coming back), and is read less often.
         """
         return cls(initial=max(MIN_DELAY, interval / 4), cap=min(MAX_DELAY, interval * CAP_HEARTBEATS),
-                   steady=4 * STEADY_HEARTBEATS)
+                   steady=4 * STEADY_HEARTBEATS, first=MIN_DELAY)
 
     def next(self) -> float:
         delay = self.current
-        self.left -= 1
-        if self.left <= 0:
-            self.current = min(self.current * 2, self.cap)
+        if self.current < self.initial:
+            self.current = min(self.current * 2, self.initial)
+        else:
+            self.left -= 1
+            if self.left <= 0:
+                self.current = min(self.current * 2, self.cap)
         return delay
 
     def reset(self) -> None:
-        self.current = self.initial
+        self.current = self.first
         self.left = self.steady
 
 
@@ -263,30 +276,32 @@ def lagging_hosts(status: dict | None) -> list[str]:
             and (m.get("state") in JOINING_STATES or not same_config(m.get("configVersion"), m.get("configTerm"), *want))]
 
 
-def own_view(status: dict | None, answers: dict, set_name: str, states: bool = True) -> dict | None:
-    """`status` with each member that says, asked directly, that it is a SECONDARY of this set on the primary's config
-    version shown as such. answers: {host: hello document or error text}.
+def own_view(status: dict | None, answers: dict, set_name: str) -> tuple[dict | None, dict | None]:
+    """(planned, shown): `status` with each member that says, asked directly, that it is a SECONDARY of this set on
+    the primary's config version taken at its word. answers: {host: hello document or error text}.
 
-    hello carries the config version but not its term, so such a member's configTerm is given as -1, which compares
-    versions only (same_config). With states=False only the config version is taken from the member, its state stays
-    the primary's: a run ends when the primary itself shows every member ready, as drivers and status tools see it.
-    Whatever else a member says (still syncing, on another version, another set, no answer) leaves the primary's
-    view of it as it is.
+    `planned` shows such a member as a SECONDARY on that version: the next step is planned on it. `shown` takes only
+    the config version from the member and keeps the state the primary shows: a run ends when the primary itself shows
+    every member ready, as drivers and status tools see it. hello carries the config version but not its term, so
+    such a member's configTerm is given as -1, which compares versions only (same_config). Whatever else a member
+    says (still syncing, on another version, another set, no answer) leaves the primary's view of it as it is.
     """
     found = primaries(status)
     if len(found) != 1 or not answers:
-        return status
+        return status, status
     version = found[0].get("configVersion")
-    members = []
+    planned, shown = [], []
     for m in status.get("members", []):
         hello = answers.get(m["name"])
         if (m is not found[0] and answers_as_member(hello, m["name"], set_name) and hello.get("secondary") is True
                 and hello.get("setVersion") == version):
             m = {**m, "configVersion": version, "configTerm": -1}
-            if states:
-                m.update(state=SECONDARY, stateStr=STATE_NAMES[SECONDARY])
-        members.append(m)
-    return {**status, "members": members}
+            shown.append(m)
+            planned.append({**m, "state": SECONDARY, "stateStr": STATE_NAMES[SECONDARY]})
+        else:
+            shown.append(m)
+            planned.append(m)
+    return {**status, "members": planned}, {**status, "members": shown}
 
 
 # -- moving a healthy member, adding another set's member (issue 12) ---------------------------------------------
@@ -564,8 +579,8 @@ class _Loop:
         hosts = lagging_hosts(view.status)
         answers = self.rs.hellos(hosts) if hosts else {}
         # Steps are planned on what lagging members say of themselves; the run ends on the states the primary shows.
-        shown = own_view(view.status, answers, self.rs.set_name, states=False)
-        view = ReplSetView(config=view.config, status=own_view(view.status, answers, self.rs.set_name), now=view.now)
+        planned, shown = own_view(view.status, answers, self.rs.set_name)
+        view = ReplSetView(config=view.config, status=planned, now=view.now)
         self.outcome.after, self.outcome.status = view.config, shown
         if self.pending is not None:
             step, sent = self.pending
@@ -625,7 +640,7 @@ class _Loop:
                                 f"MongoDB would reject it: {'; '.join(errors)}")
             landed = self.rs.reconfig(step.config, max_time=min(MAX_RECONFIG_WAIT, max(1.0, self.deadline.remaining())))
         except PrimaryChanged as exc:
-            # Re-read from a quarter heartbeat on: the election that moved the primary shows by then or soon after.
+            # Re-read from the shortest wait on: the election that moved the primary shows within a heartbeat or two.
             self.backoff.reset()
             self.wait([str(exc)])
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -234,6 +235,10 @@ class ReplSet:
         self.set_name = params["replica_set"]
         self.options = client_options(params)
         self._client = None
+        # One direct client per (host, with credentials) for the whole run: a fresh client costs a monitor thread
+        # and a handshake before its first command, and the convergence loop asks the same members every round.
+        self._kept: dict = {}
+        self._kept_lock = threading.Lock()
         self.initiated: bool | None = None
 
     # -- connection -------------------------------------------------------------------------------------------
@@ -248,6 +253,10 @@ class ReplSet:
         if self._client is not None:
             self._client.close()
             self._client = None
+        with self._kept_lock:
+            kept, self._kept = list(self._kept.values()), {}
+        for client in kept:
+            client.close()
 
     def direct(self, seed: str, auth: bool = False):
         """A client connected to one member only (directConnection), with the run's options; `auth` keeps the
@@ -260,6 +269,24 @@ class ReplSet:
                 opts.pop(key, None)
         return MongoClient(seed, **opts)
 
+    def kept(self, host: str, auth: bool = False) -> tuple:
+        """(client, fresh): the run's direct client to `host` (see direct), made on first use, closed by close().
+        `fresh` tells a client made by this call from one that has been used before."""
+        with self._kept_lock:
+            client = self._kept.get((host, auth))
+            if client is not None:
+                return client, False
+            client = self._kept[(host, auth)] = self.direct(host, auth)
+            return client, True
+
+    def forget(self, host: str, auth: bool, client) -> None:
+        """Close a kept client that lost its connection: pymongo would hold that server as unknown until its next
+        check (at least half a second away), where a new client connects at once."""
+        with self._kept_lock:
+            if self._kept.get((host, auth)) is client:
+                del self._kept[(host, auth)]
+        client.close()
+
     def _probe_one(self, seed: str):
         """hello from one seed, or the error text. A TCP connect first: a host where nothing listens (a spare
         without mongod) answers at once with a refusal, where pymongo would wait out the server selection."""
@@ -269,11 +296,21 @@ class ReplSet:
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except OSError as exc:
             return f"nothing answers at {seed}: {exc.strerror or exc}"
-        try:
-            with self.direct(seed) as client:
+        while True:
+            try:
+                client, fresh = self.kept(seed)
+            except PyMongoError as exc:
+                return str(exc)
+            try:
                 return client.admin.command("hello")
-        except PyMongoError as exc:
-            return str(exc)
+            except ConnectionFailure as exc:
+                self.forget(seed, False, client)
+                # A used client's connection may be one the member closed since (it restarted): one more try on a
+                # new client, which the TCP connect above says will reach it. A new client's failure is the answer.
+                if fresh:
+                    return str(exc)
+            except PyMongoError as exc:
+                return str(exc)
 
     def probe(self) -> dict:
         """hello from every seed, directly and in parallel: {seed: hello document or the error text}.
@@ -317,12 +354,14 @@ class ReplSet:
                 raise ReplSetError(f"cannot set up a client for replica set {self.set_name!r}: {exc}") from exc
         return self._client
 
-    def discover(self) -> bool:
+    def discover(self, answers: dict | None = None) -> bool:
         """Whether the replica set exists. False when every seed that answers is a member that was never initiated.
 
+        `answers` are the seeds' answers when the caller has just probed them (probe()); else they are asked.
         Raises NoSeedAnswered when no seed answers, ReplSetError when the seeds belong to another replica set.
         """
-        answers = self.probe()
+        if answers is None:
+            answers = self.probe()
         hellos = {seed: a for seed, a in answers.items() if isinstance(a, dict)}
         if not hellos:
             errors = "; ".join(f"{seed}: {error}" for seed, error in answers.items())
@@ -360,7 +399,7 @@ class ReplSet:
             self.discover()
         if not self.initiated:
             return ReplSetView(config=None, status=None, now=_utcnow())
-        direct = self.direct(via, auth=True) if via else None
+        direct = self.kept(via, auth=True)[0] if via else None
         try:
             # mongod hides its own newlyAdded flag unless asked; without it a member that does not count as a
             # voter yet would read as one, and a run could report converged too early.
@@ -370,9 +409,10 @@ class ReplSet:
             if _code(exc) in _NOT_INITIATED_CODES:
                 return ReplSetView(config=None, status=None, now=_utcnow())
             raise ReplSetError(str(exc)) from exc
-        finally:
+        except TransientError:
             if direct is not None:
-                direct.close()
+                self.forget(via, True, direct)
+            raise
         now = status.get("date") if isinstance(status.get("date"), datetime.datetime) else _utcnow()
         return ReplSetView(config=config, status=status, now=now)
 

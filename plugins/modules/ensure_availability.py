@@ -322,10 +322,8 @@ def read_state(module, rs, pool):
         view = read_settled(rs, params["server_selection_timeout"])
     except NoSeedAnswered:
         view = ReplSetView(config=None, status=None, now=datetime.datetime.now(datetime.timezone.utc))  # noqa: UP017
-    answers = {}
-    if pool:
-        with ReplSet(dict(params, seeds=[p.mongo_address for p in pool])) as probe:
-            answers = probe.probe()
+    # Through the same ReplSet: a pool host that is also a seed is asked on the client discovery made for it.
+    answers = rs.hellos([p.mongo_address for p in pool])
     foreign = foreign_hosts(params["replica_set"], view.config, answers)
     if foreign:
         module.fail_json(msg="; ".join(foreign), changed=False, report=[])

@@ -144,6 +144,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._recovery import pl
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
+    NoSeedAnswered,
     ReplSet,
     ReplSetError,
 )
@@ -164,8 +165,16 @@ def plain(value):
 
 
 def read_members(rs: ReplSet) -> tuple[dict, dict]:
-    """(hellos, views) of every member of the newest config a seed holds, each asked directly."""
+    """(hellos, views) of every member of the newest config a seed holds, each asked directly.
+
+    Raises ReplSetError when the seeds belong to another replica set.
+    """
     hellos = rs.probe()
+    try:
+        # The seeds' answers tell whether the set exists: read_view would otherwise ask every seed again.
+        rs.discover(hellos)
+    except NoSeedAnswered:
+        return hellos, {}
     views: dict = {}
     for rounds in range(2):  # seeds first, then every member their configs name
         for host, hello in hellos.items():

@@ -168,7 +168,7 @@ FULL = {"awx_inventory": "lab", "awx_project": "stateserver", "awx_project_scm_u
         "awx_machine_credential": "lab ssh", "awx_deployment_secrets": SECRETS}
 
 
-def test_awx_configure_creates_the_credential_type_credential_and_job_template(
+def test_awx_configure_creates_the_credential_type_credential_and_job_templates(
         tmp_path, controller, extra_collections):
     run = configure(tmp_path / "first", controller, extra_collections, FULL)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -187,13 +187,19 @@ def test_awx_configure_creates_the_credential_type_credential_and_job_template(
     project = controller.named("projects", "stateserver")
     assert project["scm_type"] == "git" and project["scm_url"] == FULL["awx_project_scm_url"]
 
-    template = controller.named("job_templates", "stateserver.ha ensure_ha")
-    assert template["playbook"] == "ensure_ha.yml" and template["project"] == project["id"]
-    assert template["inventory"] == controller.named("inventories", "lab")["id"]
-    assert template["survey_enabled"] is True and template["ask_variables_on_launch"] is False
-    assert controller.surveys[template["id"]] == yaml.safe_load((AWX / "survey_ensure_ha.yml").read_text())
-    assert sorted(controller.attached[template["id"]]) == sorted(
-        [credential["id"], controller.named("credentials", "lab ssh")["id"]])
+    # One job template per playbook of the project skeleton, each with its survey and both credentials.
+    assert sorted(o["name"] for o in controller.objects["job_templates"].values()) == [
+        "stateserver.ha ensure_ha", "stateserver.ha retire_machine"]
+    for name in ("ensure_ha", "retire_machine"):
+        template = controller.named("job_templates", f"stateserver.ha {name}")
+        assert (AWX / "project" / template["playbook"]).exists()
+        assert template["playbook"] == f"{name}.yml" and template["project"] == project["id"]
+        assert template["inventory"] == controller.named("inventories", "lab")["id"]
+        assert template["survey_enabled"] is True and template["ask_variables_on_launch"] is False
+        assert template["allow_simultaneous"] is False
+        assert controller.surveys[template["id"]] == yaml.safe_load((AWX / f"survey_{name}.yml").read_text())
+        assert sorted(controller.attached[template["id"]]) == sorted(
+            [credential["id"], controller.named("credentials", "lab ssh")["id"]])
     for secret in SECRETS.values():
         assert secret not in run.stdout + run.stderr
 

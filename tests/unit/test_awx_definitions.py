@@ -41,6 +41,8 @@ def load(path: Path) -> dict:
 
 CREDENTIAL_TYPE = load(AWX / "credential_type.yml")
 SURVEY = load(AWX / "survey_ensure_ha.yml")
+RETIRE_SURVEY = load(AWX / "survey_retire_machine.yml")
+SURVEYS = {"ensure_ha": SURVEY, "retire_machine": RETIRE_SURVEY}
 FIELDS = CREDENTIAL_TYPE["inputs"]["fields"]
 INJECTED = CREDENTIAL_TYPE["injectors"]["extra_vars"]
 
@@ -101,12 +103,14 @@ def test_the_injectors_render_the_inputs_as_awx_does():
     assert set(CREDENTIAL_TYPE["inputs"]["required"]) == set(INJECTED)
 
 
-def test_the_survey_is_one_awx_accepts():
-    assert isinstance(SURVEY["name"], str) and isinstance(SURVEY["description"], str)
-    assert SURVEY["spec"]
-    variables = [q["variable"] for q in SURVEY["spec"]]
+@pytest.mark.parametrize("name", sorted(SURVEYS))
+def test_the_survey_is_one_awx_accepts(name):
+    survey = SURVEYS[name]
+    assert isinstance(survey["name"], str) and isinstance(survey["description"], str)
+    assert survey["spec"]
+    variables = [q["variable"] for q in survey["spec"]]
     assert len(variables) == len(set(variables))
-    for q in SURVEY["spec"]:
+    for q in survey["spec"]:
         assert q["type"] in SURVEY_TYPES and isinstance(q["question_name"], str) and q["question_name"], q
         assert isinstance(q["required"], bool), q
         if q["type"] == "multiplechoice":
@@ -114,20 +118,39 @@ def test_the_survey_is_one_awx_accepts():
         if q["type"] == "integer":
             assert all(isinstance(q.get(k), int) and not isinstance(q.get(k), bool) for k in ("min", "max", "default"))
             assert q["min"] <= q["default"] <= q["max"], q
+        if q["type"] == "text":
+            # min and max are lengths; a default would have to fit them.
+            assert all(isinstance(q.get(k), int) and not isinstance(q.get(k), bool) for k in ("min", "max")), q
+            assert "default" not in q or (isinstance(q["default"], str) and q["min"] <= len(q["default"]) <= q["max"])
+        # A survey answer would override the credential's extra var of the same name.
+        assert q["variable"] not in INJECTED, q
+        assert read_by_playbooks(q["variable"]), q
 
 
 def test_the_survey_asks_what_ensure_ha_reads_and_no_secret():
     questions = {q["variable"]: q for q in SURVEY["spec"]}
     assert set(questions) == {"n", "down_after"}
-    assert all(read_by_playbooks(var) for var in questions)
-    # A survey answer would override the credential's extra var of the same name.
-    assert not set(questions) & set(INJECTED)
     assert questions["n"]["choices"] == ["3", "5", "7"] and questions["n"]["default"] == "3"
     # Within what ensure_availability accepts (0 to a day).
     sys.path.insert(0, str(ROOT / "build" / "collections"))
     from ansible_collections.stateserver.ha.plugins.modules.ensure_availability import MAX_DOWN_AFTER
 
     assert 0 <= questions["down_after"]["min"] and questions["down_after"]["max"] <= MAX_DOWN_AFTER
+
+
+def test_the_retire_survey_asks_for_one_machine_and_a_wipe_the_playbook_accepts():
+    questions = {q["variable"]: q for q in RETIRE_SURVEY["spec"]}
+    assert set(questions) == {"machine", "wipe"}
+    assert questions["machine"]["type"] == "text" and questions["machine"]["required"] is True
+    # A required text question with no default: AWX applies no empty answer of its own.
+    assert "default" not in questions["machine"] and questions["machine"]["min"] >= 1
+    # Deleting is never the default; each choice is one spelling retire-machine.yml's check accepts.
+    wipe = questions["wipe"]
+    assert wipe["type"] == "multiplechoice" and wipe["default"] == "false"
+    assert sorted(wipe["choices"]) == ["false", "true"]
+    accepted = re.search(r"wipe \| default\(false\) \| string \| lower in (\[.*?\])",
+                         (ROOT / "playbooks" / "retire-machine.yml").read_text())
+    assert accepted and set(wipe["choices"]) <= set(yaml.safe_load(accepted.group(1)))
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +165,8 @@ def awx_env(tmp_path_factory) -> dict:
 
 
 def test_awx_configure_passes_syntax_check(awx_env):
-    for playbook in ("stateserver.ha.awx_configure", str(AWX / "project" / "ensure_ha.yml")):
+    for playbook in ("stateserver.ha.awx_configure", str(AWX / "project" / "ensure_ha.yml"),
+                     str(AWX / "project" / "retire_machine.yml")):
         proc = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", playbook], env=awx_env,
                               capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr

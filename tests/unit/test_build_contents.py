@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 GALAXY = Path(sys.executable).with_name("ansible-galaxy")
 
 REQUIRED_GLOBS = ("plugins/modules/*.py", "plugins/module_utils/*.py", "plugins/doc_fragments/*.py",
-                  "roles/*/meta/argument_specs.yml", "roles/*/tasks/main.yml", "playbooks/*.yml",
+                  "roles/*/meta/argument_specs.yml", "roles/*/tasks/*.yml", "playbooks/*.yml",
                   "files/prometheus/*", "apiserver/stateserver_api/*.py", "apiserver/stateserver_api/collection/*.py",
                   "apiserver/stateserver_client/*.py", "extensions/awx/*.yml", "extensions/awx/project/*.yml",
                   "extensions/awx/project/collections/*.yml")
-REQUIRED_FILES = ("README.md", "COPYING", "meta/runtime.yml", "meta/execution-environment.yml",
+REQUIRED_FILES = ("README.md", "COPYING", "meta/runtime.yml", "meta/execution-environment.yml", "execution-environment.yml",
                   "changelogs/changelog.yaml", "apiserver/pyproject.toml", "apiserver/README.md")
 # Top-level paths and path parts that are development or test material, or generated.
 FORBIDDEN_TOP = ("tests", "lab", "scripts", "molecule", ".venv", "build", "dist", ".ci", "requirements", "Makefile",

@@ -2,8 +2,9 @@
 
 The loop is driven with a fake replica set and a scripted planner, so these tests pin down the loop's own rules:
 readiness between steps, one step per iteration, re-read (never re-send) after an interrupted reconfig, no waiting
-in check mode, a timeout that carries the partial result, waits of a quarter heartbeat for two heartbeats, then
-doubling and capped, and lagging members judged on what they say about themselves.
+in check mode, a timeout that carries the partial result, waits from a few round trips up to a quarter heartbeat,
+which holds for two heartbeats, then doubling and capped, and lagging members judged on what they say about
+themselves.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def test_waits_for_config_to_propagate_before_the_next_step(monkeypatch):
     rs.status_override = lag
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
-    assert clock.sleeps == [0.5, 0.5]  # a quarter heartbeat while a step should show ready any moment
+    assert clock.sleeps == [0.05, 0.1]  # a few round trips' waits: a reconfig propagates in round trips
     assert len(rs.sent) == 1
 
 
@@ -214,7 +215,7 @@ def test_interrupted_reconfig_that_did_not_land_is_replanned_after_backoff(monke
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
     assert [c["version"] for c in rs.sent] == [2, 2]
-    assert clock.sleeps == [0.5]
+    assert clock.sleeps == [0.05]
 
 
 def test_timeout_carries_the_partial_result(monkeypatch):
@@ -260,7 +261,7 @@ def test_step_down_waits_for_the_new_primary_and_replans_from_its_own_view(monke
     assert rs.stepped_down_hosts == ["h0:37017"] and rs.sent == []
     assert outcome.steps == [{"action": "step_down", "machine": "m0", "member_id": 0, "config_version": 1}]
     assert rs.read_via == [None, None, "h1:37017"]  # the start, the round that stepped down, the new primary's view
-    assert clock.sleeps == [0.5]  # one wait while no member said it was primary
+    assert clock.sleeps == [0.05]  # one wait while no member said it was primary
 
 
 def test_a_step_down_is_sent_only_to_the_member_the_step_names(monkeypatch):
@@ -316,6 +317,15 @@ def test_backoff_holds_its_first_delay_steady_times_then_doubles():
     assert _converge.Backoff.for_heartbeat(2.0).steady == 8  # two heartbeats of quarter-heartbeat waits
 
 
+def test_backoff_ramps_from_a_few_round_trips_to_a_quarter_heartbeat_then_holds():
+    b = _converge.Backoff.for_heartbeat(2.0)
+    # A reconfig shows everywhere within round trips; a member's new state at the primary's next heartbeat.
+    assert [b.next() for i in range(14)] == pytest.approx([0.05, 0.1, 0.2, 0.4] + [0.5] * 8 + [1.0, 2.0])
+    b.reset()
+    assert b.next() == 0.05
+    assert [_converge.Backoff.for_heartbeat(0.2).next() for i in range(2)] == [0.05, 0.05]  # already a quarter
+
+
 @pytest.mark.parametrize("seeds, expected", [
     (["a"], ["a:37017"]),
     (["a:1"], ["a:1"]),
@@ -353,7 +363,7 @@ def test_read_settled_waits_out_an_election_but_not_a_lost_majority():
     rs.status_override = electing
     view = _converge.read_settled(rs, 30, clock=clock, sleep=clock.sleep)
     assert _converge.primary_host(view.status) == "h0:37017"
-    assert clock.sleeps == [0.5, 0.5]
+    assert clock.sleeps == [0.05, 0.1]
 
     rs2, clock2 = FakeSet(config(3, [member(0), member(1), member(2)])), Clock()
     rs2.status_override = lambda cfg: status(cfg, states={0: 2}, health={1: 0, 2: 0})
@@ -376,7 +386,7 @@ def test_a_refusal_that_clears_is_re_read_and_re_planned_after_backoff(monkeypat
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged
     assert [c["version"] for c in rs.sent] == [2, 2, 2]
-    assert clock.sleeps == [0.5, 0.5]
+    assert clock.sleeps == [0.05, 0.1]
     assert [s["action"] for s in outcome.steps] == ["promote"]
 
 
@@ -423,7 +433,7 @@ def test_node_not_electable_re_reads_and_steps_the_new_primary_down_first(monkey
     assert [s["action"] for s in outcome.steps] == ["step_down", "demote"]
     assert rs.stepped_down == 1
     assert [c["version"] for c in rs.sent] == [2, 2]
-    assert clock.sleeps == [0.5]  # a quarter heartbeat, then re-read
+    assert clock.sleeps == [0.05]  # a short wait, then re-read
 
 
 def test_incompatible_config_with_the_version_unchanged_fails_at_once_with_the_servers_words(monkeypatch):
@@ -653,13 +663,13 @@ def test_lagging_hosts_are_the_reachable_members_the_primary_lists_as_joining_or
 def test_own_view_takes_a_members_word_only_for_being_a_secondary_on_the_primarys_config(answer, state, version, term):
     cfg = config(5, [member(0), member(1, votes=0)])
     st = status(cfg, states={1: 5}, version={1: 4})
-    mine = _converge.own_view(st, {"h1:37017": answer}, "stateserver")
-    entry = mine["members"][1]
+    planned, shown = _converge.own_view(st, {"h1:37017": answer}, "stateserver")
+    entry = planned["members"][1]
     assert (entry["state"], entry["configVersion"], entry["configTerm"]) == (state, version, term)
-    assert mine["members"][0] == st["members"][0]
+    assert planned["members"][0] == shown["members"][0] == st["members"][0]
     assert st["members"][1]["state"] == 5  # the status read is not changed
-    shown = _converge.own_view(st, {"h1:37017": answer}, "stateserver", states=False)["members"][1]
-    assert (shown["state"], shown["configVersion"], shown["configTerm"]) == (5, version, term)
+    entry = shown["members"][1]
+    assert (entry["state"], entry["configVersion"], entry["configTerm"]) == (5, version, term)
 
 
 def answers(rs: FakeSet, hosts: list, secondary: bool = True) -> dict:
@@ -712,7 +722,7 @@ def test_a_run_ends_only_when_the_primary_itself_shows_every_member_ready(monkey
     rs.hellos = lambda hosts: answers(rs, hosts)
     outcome = _converge.converge(rs, 300, clock=clock, sleep=clock.sleep)
     assert outcome.converged and [s["action"] for s in outcome.steps] == ["add"]
-    assert clock.sleeps == [0.5, 0.5]  # the standby said SECONDARY at once; the primary showed it two reads later
+    assert clock.sleeps == [0.05, 0.1]  # the standby said SECONDARY at once; the primary showed it two reads later
 
 
 def test_a_new_member_that_says_it_is_still_syncing_is_waited_for(monkeypatch):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from ansible_collections.stateserver.ha.plugins.module_utils import _replset
 from ansible_collections.stateserver.ha.plugins.module_utils._model import ReplSetView
 from ansible_collections.stateserver.ha.plugins.module_utils._recovery import plan_recovery, records_without_lost
+from ansible_collections.stateserver.ha.plugins.modules import recover_majority
 from bson import Timestamp
 from fixtures import NOW, addr, config, member, rec
 
@@ -81,3 +83,27 @@ def test_lost_records_are_dropped_by_name_or_address():
     plan = plan_recovery("stateserver", "stateserver", hellos, views)
     records = [rec(f"m{i}", i) for i in range(5)] + [rec("other-name", 9, address=addr(1)), rec("spare", 8)]
     assert [r.name for r in records_without_lost(records, plan)] == ["m3", "spare"]
+
+
+def test_read_members_asks_each_seed_once_and_reads_the_views_of_those_that_answer(monkeypatch):
+    rs = _replset.ReplSet({"seeds": [addr(0), addr(1)]})
+    asked = []
+
+    def probe_one(host):
+        asked.append(host)
+        return HELLO if host == addr(0) else "nothing answers"
+    cfg = config([member(0, "m0"), member(1, "m1")], version=4)
+    monkeypatch.setattr(rs, "_probe_one", probe_one)
+    monkeypatch.setattr(rs, "kept", lambda host, auth=False: (None, False))
+    monkeypatch.setattr(rs, "_admin", lambda command, client=None, **kw:
+                        {"config": cfg} if command == "replSetGetConfig" else {"members": []})
+    hellos, views = recover_majority.read_members(rs)
+    assert sorted(asked) == [addr(0), addr(1)]  # the probe's answers were passed on, not asked for again
+    assert hellos == {addr(0): HELLO, addr(1): "nothing answers"}
+    assert list(views) == [addr(0)] and views[addr(0)].config == cfg
+
+
+def test_read_members_with_no_seed_answering_reads_no_view(monkeypatch):
+    rs = _replset.ReplSet({"seeds": [addr(0)]})
+    monkeypatch.setattr(rs, "_probe_one", lambda host: "nothing answers")
+    assert recover_majority.read_members(rs) == ({addr(0): "nothing answers"}, {})

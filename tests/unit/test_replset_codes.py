@@ -11,7 +11,7 @@ import time
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _replset
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
 
 def closed_ports(count: int) -> list[str]:
@@ -197,3 +197,85 @@ def test_an_unreadable_tls_file_is_named_before_any_connection(tmp_path, option)
     readable.write_text("not checked here: pymongo reads it\n")
     _replset.ReplSet({"seeds": ["127.0.0.1:1"], "tls": True, option: str(readable)}).close()
     _replset.ReplSet({"seeds": ["127.0.0.1:1"], "tls": False, option: str(missing)}).close()
+
+
+# -- one direct client per member for the run -----------------------------------------------------------------------
+
+# Every HelloClient made in a test, in order (the `listening` fixture empties it).
+MADE: list = []
+
+
+class HelloClient:
+    """A direct client whose hello answers, or raises the next scripted error; records itself in MADE."""
+
+    def __init__(self, host: str, **opts) -> None:
+        assert opts["directConnection"] is True
+        self.host, self.admin, self.closed, self.errors = host, self, False, []
+        MADE.append(self)
+
+    def command(self, name, **kwargs):
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"setName": "stateserver", "me": self.host}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def listening():
+    """Two loopback addresses where something listens (the probe's TCP connect succeeds), and the fake client."""
+    socks = []
+    for _count in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        socks.append(s)
+    MADE.clear()
+    yield [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    for s in socks:
+        s.close()
+
+
+def test_hellos_keep_one_client_per_member_for_the_run_and_close_them_at_the_end(monkeypatch, listening):
+    monkeypatch.setattr(_replset, "MongoClient", HelloClient)
+    with _replset.ReplSet({"seeds": listening}) as rs:
+        for _round in range(3):
+            answers = rs.hellos(listening)
+            assert all(answers[h]["me"] == h for h in listening)
+        assert sorted(c.host for c in MADE) == sorted(listening)  # three rounds, one client each
+        assert not any(c.closed for c in MADE)
+    assert all(c.closed for c in MADE)
+
+
+def test_a_kept_client_that_lost_its_connection_is_replaced_at_once(monkeypatch, listening):
+    monkeypatch.setattr(_replset, "MongoClient", HelloClient)
+    host = listening[0]
+    with _replset.ReplSet({"seeds": [host]}) as rs:
+        rs.hellos([host])
+        first = MADE[0]
+        first.errors.append(AutoReconnect("connection closed"))  # the member restarted since
+        assert rs.hellos([host])[host]["me"] == host  # answered on a new client, in the same call
+        assert first.closed and len(MADE) == 2
+
+
+def test_a_new_client_that_cannot_reach_the_member_is_its_answer_with_no_second_try(monkeypatch, listening):
+    def failing(host, **opts):
+        client = HelloClient(host, **opts)
+        client.errors.append(ServerSelectionTimeoutError("timed out"))  # TCP accepts, no hello comes back
+        return client
+    monkeypatch.setattr(_replset, "MongoClient", failing)
+    host = listening[0]
+    with _replset.ReplSet({"seeds": [host]}) as rs:
+        assert rs.hellos([host]) == {host: "timed out"}
+        assert len(MADE) == 1 and MADE[0].closed
+        rs.hellos([host])
+        assert len(MADE) == 2  # the next call starts afresh
+
+
+def test_discover_takes_answers_the_caller_already_has(monkeypatch):
+    rs = _replset.ReplSet({"seeds": ["a", "b"]})
+    monkeypatch.setattr(rs, "probe", lambda: pytest.fail("the seeds were asked again"))
+    assert rs.discover({"a:37017": {"setName": "stateserver"}, "b:37017": "refused"}) is True
+    with pytest.raises(_replset.NoSeedAnswered):
+        rs.discover({"a:37017": "refused", "b:37017": "refused"})
