@@ -40,7 +40,6 @@ def held(sans, not_after=FRESH):
     return HeldCertificate(sans, not_after)
 
 
-
 @pytest.mark.parametrize(("ca_present", "deployed", "wanted", "current", "ca", "machines"), [
     # First deployment: a CA and a certificate per machine.
     (False, False, {"sm1": A}, {}, ISSUE, {"sm1": ISSUE}),
