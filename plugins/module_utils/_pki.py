@@ -9,7 +9,10 @@
 deployment (a new CA for a running set would leave its members and clients trusting the old one); a machine's
 certificate is reused while it is signed by that CA, names exactly the machine's addresses and is not due for
 renewal, and issued again otherwise (new machine, changed address, new CA, expiry near, or a renewal asked for).
-The rest is the `cryptography` work and the files.
+A certificate the machine itself holds is adopted, when the controller has none, under the same rule as a
+controller one: a new controller (an AWX job's private data directory) then reissues nothing and restarts nothing.
+The rest is the `cryptography` work and the files. The operator's own CA, given as PEM text, is stored there too,
+and never over another CA (the running members trust the one that signed their certificates).
 
 Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key; directories 0700, keys 0600.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
 try:
@@ -38,7 +42,7 @@ except ImportError:
 
 CA_DAYS = 3650
 CERT_DAYS = 825  # the longest server certificate lifetime common TLS clients accept
-REUSE, ISSUE, REISSUE = "reused", "issued", "reissued"
+REUSE, ISSUE, REISSUE, ADOPT = "reused", "issued", "reissued", "adopted"
 # Every machine's certificate names its loopback too: the mongod role's own client (mongod_member) reaches its
 # member through 127.0.0.1, where the localhost exception applies, and verifies the name it connected to.
 LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
@@ -47,7 +51,7 @@ LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
 @dataclass
 class CertPlan:
     ca: str                                              # REUSE, ISSUE, or "missing" (the set exists without it)
-    machines: dict[str, str] = field(default_factory=dict)   # machine name -> REUSE, ISSUE or REISSUE
+    machines: dict[str, str] = field(default_factory=dict)   # machine name -> REUSE, ADOPT, ISSUE or REISSUE
 
 
 @dataclass(frozen=True)
@@ -72,22 +76,32 @@ class Renewal:
 
 
 def plan_certificates(ca_present: bool, deployed: bool, wanted: dict[str, frozenset],
-                      current: dict[str, HeldCertificate | None], renewal: Renewal) -> CertPlan:
+                      current: dict[str, HeldCertificate | None], renewal: Renewal,
+                      on_hosts: dict[str, HeldCertificate | None] | None = None) -> CertPlan:
     """What to do with the CA and each machine's certificate.
 
     wanted: machine -> the SANs it must carry; current: machine -> its certificate when one exists and is signed by
-    the CA in use, else None (absent, unreadable, or another CA's).
+    the CA in use, else None (absent, unreadable, or another CA's); on_hosts: machine -> the certificate the machine
+    itself holds, in the same terms, read only where the controller has no usable one.
     """
     if not ca_present and deployed:
         return CertPlan("missing")
     plan = CertPlan(REUSE if ca_present else ISSUE)
     for name, sans in sorted(wanted.items()):
         have = current.get(name) if ca_present else None
-        if have is None:
-            plan.machines[name] = ISSUE if name not in current else REISSUE
+        held = (on_hosts or {}).get(name) if ca_present else None
+        if have is not None:
+            plan.machines[name] = REUSE if _keeps(have, sans, renewal) else REISSUE
+        elif held is not None and _keeps(held, sans, renewal):
+            # The one the machine serves is as good as a controller copy: keeping it restarts nothing.
+            plan.machines[name] = ADOPT
         else:
-            plan.machines[name] = REUSE if have.sans == sans and not renewal.due(have.not_after) else REISSUE
+            plan.machines[name] = ISSUE if name not in current else REISSUE
     return plan
+
+
+def _keeps(cert: HeldCertificate, sans: frozenset, renewal: Renewal) -> bool:
+    return cert.sans == sans and not renewal.due(cert.not_after)
 
 
 def host_of(address: str) -> str:
@@ -182,6 +196,62 @@ def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset):
     return cert, key
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+
+
+def pem_blocks(text: str) -> dict[str, str]:
+    """The first certificate and the first private key of a PEM text, each as its own block ending in a newline:
+    {"certificate": ..., "key": ...}, either missing when absent."""
+    out = {}
+    for match in _PEM_BLOCK.finditer(text):
+        kind = "certificate" if match.group(1) == "CERTIFICATE" else "key" if "PRIVATE KEY" in match.group(1) else None
+        if kind and kind not in out:
+            out[kind] = match.group(0).strip() + "\n"
+    return out
+
+
+def load_pair(cert_pem: str, key_pem: str):
+    """(certificate, key) from PEM text, or ValueError saying what is wrong. The key must be the certificate's."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        raise ValueError("is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError("has no unencrypted PEM private key") from None
+    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        raise ValueError("holds a key that is not the certificate's")
+    return cert, key
+
+
+def held_on_host(pem: str, ca_cert):
+    """(HeldCertificate, certificate PEM, key PEM) for the one PEM a machine serves (certificate and key, as the
+    mongod role installs it) when its key matches and the CA signed it; else None (it will be issued anew)."""
+    blocks = pem_blocks(pem)
+    if set(blocks) != {"certificate", "key"}:
+        return None
+    try:
+        cert, _key = load_pair(blocks["certificate"], blocks["key"])
+    except ValueError:
+        return None
+    if not signed_by(cert, ca_cert):
+        return None
+    return HeldCertificate(certificate_sans(cert), expiry(cert)), blocks["certificate"], blocks["key"]
+
+
+def load_given_ca(cert_pem: str, key_pem: str):
+    """(certificate, key) of the operator's CA given as PEM text, or ValueError saying what is wrong."""
+    cert, key = load_pair(cert_pem, key_pem)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("is not a CA certificate (basicConstraints CA:TRUE)")
+    return cert, key
+
+
 class PkiDirError(Exception):
     """A file of the PKI cannot be read or written; the message says which."""
 
@@ -230,16 +300,45 @@ class PkiDir:
     def has_files(self, machine: str) -> bool:
         return any(os.path.exists(p) for p in self.machine_paths(machine))
 
+    def given_ca_stored(self, cert, key) -> bool:
+        """Whether the given CA is already the one in the directory, both files (False when either is missing). A
+        different CA there is an error: it may have signed the running members' certificates."""
+        try:
+            with open(self.ca_cert_path, "rb") as handle:
+                cert_same = x509.load_pem_x509_certificate(handle.read()) == cert
+        except FileNotFoundError:
+            cert_same = None
+        except (OSError, ValueError, TypeError):
+            cert_same = False
+        try:
+            with open(self.ca_key_path, "rb") as handle:
+                disk_key = serialization.load_pem_private_key(handle.read(), password=None)
+            key_same = disk_key.public_key().public_numbers() == key.public_key().public_numbers()
+        except FileNotFoundError:
+            key_same = None
+        except (OSError, ValueError, TypeError):
+            key_same = False
+        if False in (cert_same, key_same):
+            raise PkiDirError(
+                f"The CA given in variables is not the CA in {self.path} (ca.crt, ca.key), which may have signed the "
+                "running members' certificates, so neither was changed. Give the CA of that directory, or move the "
+                "directory's ca.crt and ca.key away if the given CA really is the deployment's.")
+        return cert_same is True and key_same is True
+
     def write(self, cert_path: str, key_path: str, cert, key) -> None:
         """Key first and 0600 from its creation; the certificate after it. A re-issue replaces both."""
+        self.write_pem(cert_path, key_path, cert.public_bytes(serialization.Encoding.PEM),
+                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+    def write_pem(self, cert_path: str, key_path: str, cert_pem: bytes, key_pem: bytes) -> None:
+        """write() for PEM text as it is (an adopted or given pair keeps its exact bytes, so the copy a role
+        makes of it on the host is the file the host already has)."""
         try:
             os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
             os.chmod(os.path.dirname(key_path), 0o700)
-            for path, data, mode in (
-                    (key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()), 0o600),
-                    (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)):
+            for path, data, mode in ((key_path, key_pem, 0o600), (cert_path, cert_pem, 0o644)):
                 tmp = path + ".new"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
                 with os.fdopen(fd, "wb") as handle:

@@ -25,6 +25,15 @@ description:
   - A certificate is also issued again, with a new key, under the same CA when it has expired, when fewer than
     O(renew_before_days) days are left, or always with O(renew=true) (C(playbooks/rotate-certificates.yml) uses
     these and then installs the new certificates one machine at a time).
+  - The operator's own CA can be given instead (O(ca_certificate), O(ca_key)), as an AWX job's credential does: every
+    job there starts with an empty secrets directory. It is written to V(ca.crt) and V(ca.key) when they are not
+    there, and used. When the directory holds another CA the task fails and changes nothing: that CA may have signed
+    the running members' certificates, so it is never replaced silently.
+  - A machine whose certificate is not on the controller keeps the one it holds (O(held)) when that one would be
+    reused had it been on the controller (key matching, signed by the CA, exactly the right names, not due). It is
+    written to V(certs/<machine>.crt) and V(certs/<machine>.key) as it is, so the roles install the very file the
+    machine has and restart nothing; the deployment is unchanged, so this reports no change. Otherwise the
+    certificate is issued as for a new machine.
   - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets unless C(stateserver_tls) is false,
     and the mongod role installs the CA and the machine's certificate.
 author:
@@ -67,6 +76,24 @@ options:
         them all.
     type: int
     default: 0
+  ca_certificate:
+    description:
+      - The deployment's CA certificate as PEM text, when the operator gives it (for example from an AWX
+        credential) instead of keeping V(ca.crt) in O(secrets_dir). Needs O(ca_key).
+      - It must be a CA certificate (basic constraints CA:TRUE) whose key is O(ca_key).
+    type: str
+  ca_key:
+    description:
+      - The unencrypted PEM private key of O(ca_certificate). Never logged.
+    type: str
+  held:
+    description:
+      - For machines whose certificate is not on the controller, the certificate and key each one holds, as one
+        PEM text (mongod's V(mongod.pem)), by machine name. C(playbooks/internal/held-certificates.yml) reads them.
+      - An entry that does not parse, whose key does not match, or that the CA did not sign is ignored (the
+        certificate is issued anew), as is the entry of a machine not in O(machines). Never logged.
+    type: dict
+    default: {}
   seeds:
     description:
       - Where members would answer, asked (C(hello), no login) only when the CA is not in O(secrets_dir).
@@ -119,7 +146,10 @@ attributes:
   check_mode:
     support: full
     details:
-      - Decides as a real run does and writes nothing.
+      - Decides as a real run does and makes nothing: no CA, no key, no certificate. It does write the CA given in
+        O(ca_certificate) and the certificates it adopts from O(held) when they are not in O(secrets_dir) yet,
+        because they already exist (in the variables, on the machines) and the plays that follow read them from
+        there; writing them changes nothing in the deployment.
   diff_mode:
     support: none
   idempotent:
@@ -152,7 +182,9 @@ changed:
   type: bool
   sample: true
 ca:
-  description: The CA's files and what was done with it (V(reused), V(issued), or V(missing) when the task failed).
+  description:
+    - The CA's files and what was done with it (V(reused), V(issued), V(given) when it came from O(ca_certificate),
+      or V(missing) when the task failed).
   returned: always
   type: dict
   sample: {"action": "reused", "certificate": "/srv/prod/stateserver-secrets/ca.crt",
@@ -160,7 +192,7 @@ ca:
 certificates:
   description:
     - For each machine, its files, the subject alternative names it must carry, what was done (V(reused),
-      V(issued), V(reissued)), and when the certificate now in its file expires (ISO 8601, UTC; null when there is
+      V(adopted) from O(held), V(issued), V(reissued)), and when the certificate now in its file expires (ISO 8601, UTC; null when there is
       none yet). In check mode the action is what a real run would do and the files are the ones already there.
   returned: success
   type: dict
@@ -177,20 +209,23 @@ msg:
   description: What was done, or why the task failed.
   returned: always
   type: str
-  sample: "CA reused; certificates issued: sm4; reissued: sm2"
+  sample: "CA reused; certificates adopted: sm1; issued: sm4; reissued: sm2"
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import check_connection, connection_argument_spec
 from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
+    ADOPT,
     CERT_DAYS,
     CRYPTOGRAPHY_IMPORT_ERROR,
     HAS_CRYPTOGRAPHY,
     ISSUE,
-    REUSE,
+    REISSUE,
     PkiDir,
     PkiDirError,
     Renewal,
+    held_on_host,
+    load_given_ca,
     machine_sans,
     new_ca,
     new_certificate,
@@ -234,8 +269,12 @@ def main() -> None:
         }},
         renew={"type": "bool", "default": False},
         renew_before_days={"type": "int", "default": 0},
+        ca_certificate={"type": "str"},
+        ca_key={"type": "str", "no_log": True},
+        held={"type": "dict", "default": {}, "no_log": True},
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_together=[("ca_certificate", "ca_key")])
     params = module.params
     base = {"changed": False, "ca": {}, "deployed": None}
     problem = machines_problem(params["machines"]) or check_connection(params)
@@ -246,11 +285,23 @@ def main() -> None:
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR, **base)
 
+    given = None
+    if params["ca_certificate"]:
+        try:
+            given = load_given_ca(params["ca_certificate"], params["ca_key"])
+        except ValueError as exc:
+            module.fail_json(msg=f"The CA given in ca_certificate and ca_key {exc}; nothing was changed", **base)
+
     pki = PkiDir(params["secrets_dir"])
     base["ca"] = {"certificate": pki.ca_cert_path, "key": pki.ca_key_path}
     wanted = {m["name"]: machine_sans([m["mongo_address"], m["api_address"]]) for m in params["machines"]}
     try:
-        ca = pki.load_ca() if pki.ca_present() else None
+        if given and not pki.given_ca_stored(*given):
+            # Written under --check too: it is the operator's CA, not a new one, and the plays that follow verify
+            # the members with this file.
+            pki.write_pem(pki.ca_cert_path, pki.ca_key_path, params["ca_certificate"].strip().encode() + b"\n",
+                          params["ca_key"].strip().encode() + b"\n")
+        ca = given or (pki.load_ca() if pki.ca_present() else None)
         deployed = None
         if ca is None:
             if not HAS_PYMONGO:
@@ -258,8 +309,11 @@ def main() -> None:
             answering = answering_members(params)
             deployed = bool(answering)
         current = {name: pki.held(name, ca[0]) if ca else None for name in wanted if pki.has_files(name)}
+        on_hosts = {name: held_on_host(pem, ca[0]) for name, pem in params["held"].items()
+                    if ca and name in wanted and current.get(name) is None and isinstance(pem, str)}
         renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
-        plan = plan_certificates(ca is not None, bool(deployed), wanted, current, renewal)
+        plan = plan_certificates(ca is not None, bool(deployed), wanted, current, renewal,
+                                 {name: found and found[0] for name, found in on_hosts.items()})
         base["deployed"] = deployed
         if plan.ca == "missing":
             module.fail_json(
@@ -268,7 +322,13 @@ def main() -> None:
                      "a new one would not be trusted by the members and clients that have the old one, so none was "
                      "made."),
                 **{**base, "ca": {**base["ca"], "action": "missing"}})
-        changes = [name for name, action in plan.machines.items() if action != REUSE]
+        changes = [name for name, action in plan.machines.items() if action in (ISSUE, REISSUE)]
+        # Adopted ones are written under --check too: the machine already holds them, and the roles' tasks that
+        # follow (a real run, or a check run's comparison) read the controller's copy.
+        for name in (name for name, action in plan.machines.items() if action == ADOPT):
+            _held, cert_pem, key_pem = on_hosts[name]
+            pki.write_pem(*pki.machine_paths(name), cert_pem.encode(), key_pem.encode())
+            current[name] = pki.held(name, ca[0])
         if not module.check_mode:
             if plan.ca == ISSUE:
                 ca = new_ca(params["replica_set"])
@@ -287,12 +347,13 @@ def main() -> None:
         certificates[name] = {"action": action, "certificate": cert_path, "key": key_path,
                               "sans": sorted(wanted[name]),
                               "not_after": held.not_after.isoformat() if held else None}
-    parts = [f"CA {plan.ca}"]
-    for action in ("issued", "reissued"):
+    ca_action = "given" if given else plan.ca
+    parts = [f"CA {ca_action}"]
+    for action in ("adopted", "issued", "reissued"):
         names = [name for name, done in plan.machines.items() if done == action]
         if names:
             parts.append(f"certificates {action}: {', '.join(names)}")
-    module.exit_json(changed=plan.ca == ISSUE or bool(changes), ca=dict(base["ca"], action=plan.ca),
+    module.exit_json(changed=plan.ca == ISSUE or bool(changes), ca=dict(base["ca"], action=ca_action),
                      certificates=certificates, deployed=base["deployed"],
                      msg="; ".join(parts) + (" (check mode: nothing written)" if module.check_mode else ""))
 

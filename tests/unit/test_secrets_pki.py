@@ -9,6 +9,7 @@ import stat
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
+    ADOPT,
     CERT_DAYS,
     ISSUE,
     REISSUE,
@@ -19,6 +20,8 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     Renewal,
     certificate_sans,
     expiry,
+    held_on_host,
+    load_given_ca,
     machine_sans,
     new_ca,
     new_certificate,
@@ -27,6 +30,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     signed_by,
 )
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 A = frozenset({"IP:192.0.2.11"})
@@ -156,3 +160,92 @@ def test_a_ca_key_that_does_not_match_is_refused(tmp_path):
     pki.write(pki.ca_cert_path, pki.ca_key_path, ca_cert, other_key)
     with pytest.raises(PkiDirError, match="is not the key of"):
         pki.load_ca()
+
+
+# A certificate the machine holds, when the controller has none: kept exactly when a controller copy would be.
+@pytest.mark.parametrize(("ca_present", "current", "on_host", "renewal", "action"), [
+    (True, {}, held(A), NO_RENEWAL, ADOPT),
+    # The controller's files are there but unusable (another CA's, half written): the machine's valid one is kept.
+    (True, {"sm1": None}, held(A), NO_RENEWAL, ADOPT),
+    # Wrong SANs (the machine's address changed), due for renewal, expired, or a rotation: issued.
+    (True, {}, held(B), NO_RENEWAL, ISSUE),
+    (True, {}, held(A, NOW + datetime.timedelta(days=10)), Renewal(NOW, 30), ISSUE),
+    (True, {}, held(A, NOW - datetime.timedelta(seconds=1)), NO_RENEWAL, ISSUE),
+    (True, {}, held(A), Renewal(NOW, force=True), ISSUE),
+    # Nothing usable held (missing, another CA's, a key that is not the certificate's: held_on_host gives None).
+    (True, {}, None, NO_RENEWAL, ISSUE),
+    (True, {"sm1": None}, None, NO_RENEWAL, REISSUE),
+    # A new CA: whatever a machine holds is another CA's.
+    (False, {}, held(A), NO_RENEWAL, ISSUE),
+])
+def test_a_certificate_held_on_the_machine_is_adopted_only_when_it_would_be_reused(ca_present, current, on_host,
+                                                                                   renewal, action):
+    plan = plan_certificates(ca_present, False, {"sm1": A}, current, renewal, {"sm1": on_host})
+    assert plan.machines == {"sm1": action}
+
+
+def test_a_controller_certificate_wins_over_the_one_held_on_the_machine():
+    plan = plan_certificates(True, True, {"sm1": A}, {"sm1": held(A)}, NO_RENEWAL, {"sm1": held(A)})
+    assert plan.machines == {"sm1": REUSE}
+
+
+def pem(cert, key) -> tuple[str, str]:
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+def test_what_a_machine_holds_counts_only_with_its_own_key_and_the_ca_signature():
+    ca_cert, ca_key = new_ca("stateserver")
+    sans = machine_sans(["192.0.2.11:37017"])
+    cert, key = new_certificate(ca_cert, ca_key, "sm1", sans)
+    cert_pem, key_pem = pem(cert, key)
+    # As the mongod role writes mongod.pem: the certificate, then the key.
+    found = held_on_host(cert_pem + key_pem, ca_cert)
+    assert found == (HeldCertificate(sans, expiry(cert)), cert_pem, key_pem)
+    other_key = pem(cert, new_certificate(ca_cert, ca_key, "sm1", sans)[1])[1]
+    assert held_on_host(cert_pem + other_key, ca_cert) is None
+    assert held_on_host(cert_pem + key_pem, new_ca("other")[0]) is None
+    assert held_on_host(cert_pem, ca_cert) is None
+    assert held_on_host("not a PEM", ca_cert) is None
+
+
+def test_the_operators_ca_is_stored_once_and_never_over_another_ca(tmp_path):
+    pki = PkiDir(str(tmp_path / "secrets"))
+    given = new_ca("operator")
+    cert_pem, key_pem = pem(*given)
+    loaded = load_given_ca(cert_pem, key_pem)
+    assert loaded[0] == given[0]
+    # Absent: to be written. Written: the same CA, nothing to do.
+    assert pki.given_ca_stored(*loaded) is False
+    pki.write_pem(pki.ca_cert_path, pki.ca_key_path, cert_pem.encode(), key_pem.encode())
+    assert pki.given_ca_stored(*loaded) is True
+    assert stat.S_IMODE(os.stat(pki.ca_key_path).st_mode) == 0o600
+    with open(pki.ca_cert_path) as handle:
+        assert handle.read() == cert_pem
+    # Only one of the two files there, and it matches: the pair is written again.
+    os.remove(pki.ca_key_path)
+    assert pki.given_ca_stored(*loaded) is False
+    # Another CA in the directory (it may have signed the members' certificates): refused.
+    pki.write(pki.ca_cert_path, pki.ca_key_path, *new_ca("stateserver"))
+    with pytest.raises(PkiDirError, match="is not the CA in"):
+        pki.given_ca_stored(*loaded)
+
+
+@pytest.mark.parametrize(("which", "message"), [
+    ("garbage-cert", "is not a PEM certificate"),
+    ("garbage-key", "has no unencrypted PEM private key"),
+    ("other-key", "is not the certificate's"),
+    ("leaf", "is not a CA certificate"),
+])
+def test_a_given_ca_that_cannot_be_one_is_refused(which, message):
+    ca_cert, ca_key = new_ca("operator")
+    leaf, leaf_key = new_certificate(ca_cert, ca_key, "sm1", A)
+    cert_pem, key_pem = {
+        "garbage-cert": ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", pem(ca_cert, ca_key)[1]),
+        "garbage-key": (pem(ca_cert, ca_key)[0], "not a key"),
+        "other-key": (pem(ca_cert, ca_key)[0], pem(leaf, leaf_key)[1]),
+        "leaf": pem(leaf, leaf_key),
+    }[which]
+    with pytest.raises(ValueError, match=message):
+        load_given_ca(cert_pem, key_pem)
