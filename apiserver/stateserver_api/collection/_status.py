@@ -8,11 +8,14 @@
 
 ha_status_info returns its rows and the table the playbooks print; peergroup's `members` result is the member half
 of the same join. A member is matched to a machine by its stateserver-machine tag, or, untagged, by its address.
+With TLS, `with_certificates` adds when the certificate served at each row's mongod and API address expires.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime
+import math
+from dataclasses import dataclass, replace
 
 from ._model import (
     DOWN,
@@ -25,6 +28,9 @@ from ._model import (
 
 TABLE_COLUMNS = ("MACHINE", "ADDRESS", "WANTS-VOTE", "HAS-VOTE", "STATE", "PRIMARY", "API", "NOTE")
 _WIDTHS = (10, 20, 11, 9, 14, 7, 4)
+# Shown between API and NOTE only when some certificate was read (never with TLS off): days left of the sooner of
+# the machine's two certificates, "!" once it is within the warning threshold.
+CERT_COLUMN, CERT_WIDTH = "CERT", 8
 
 RESYNC_NOTE = ("too stale to catch up: needs a resync (stop its mongod, empty its dbPath, start it; it then copies "
                "the data again)")
@@ -51,9 +57,35 @@ class MemberState:
 
 
 @dataclass(frozen=True)
+class CertificateExpiry:
+    """When a served certificate expires, as seen at one moment against the warning threshold."""
+
+    not_after: datetime.datetime
+    days_left: float
+    warning_days: int
+
+    @property
+    def expired(self) -> bool:
+        return self.days_left <= 0
+
+    @property
+    def due(self) -> bool:
+        """Expired, or expiring within the threshold: time to run rotate-certificates.yml."""
+        return self.days_left < self.warning_days
+
+
+def certificate_expiry(not_after: datetime.datetime, now: datetime.datetime, warning_days: int) -> CertificateExpiry:
+    """`not_after` (aware) seen at `now` (aware)."""
+    utc = not_after.astimezone(datetime.timezone.utc)  # noqa: UP017 (targets may run 3.8+)
+    return CertificateExpiry(utc, (utc - now).total_seconds() / 86400, warning_days)
+
+
+@dataclass(frozen=True)
 class StatusRow:
     """One machine (or stray member) as ha_status_info reports it. None means "not known": no record, no member,
-    and for `api` (whether the machine's API server answered /v1/live) not asked."""
+    for `api` (whether the machine's API server answered /v1/live) not asked, and for the certificates not read
+    (TLS off, or nothing answered a handshake at that address). `api_address` is where the machine's API server is
+    expected (the record's, else the pool host's); a member of no machine has none."""
 
     machine: str
     address: str
@@ -63,11 +95,22 @@ class StatusRow:
     primary: bool
     note: str
     api: bool | None = None
+    api_address: str | None = None
+    mongo_certificate: CertificateExpiry | None = None
+    api_certificate: CertificateExpiry | None = None
 
     def as_dict(self) -> dict:
         return {"machine": self.machine, "address": self.address, "wants_vote": self.wants_vote,
                 "has_vote": self.has_vote, "state": self.state, "primary": self.primary, "note": self.note,
                 "api_answers": self.api}
+
+    def certificate_dict(self) -> dict:
+        """The certificates' expiry as ha_status_info returns it (ISO 8601 UTC and days left, None when unknown)."""
+        out = {}
+        for prefix, cert in (("mongo", self.mongo_certificate), ("api", self.api_certificate)):
+            out[f"{prefix}_certificate_not_after"] = cert.not_after.isoformat() if cert else None
+            out[f"{prefix}_certificate_days_left"] = round(cert.days_left, 2) if cert else None
+        return out
 
 
 def _state_name(entry: dict | None) -> str:
@@ -151,17 +194,50 @@ def status_rows(records: list[MachineRecord], config: dict | None, status: dict 
             rows.append(StatusRow(name, member.host, record.wants_vote if record else None, member.votes > 0,
                                   member.state, member.primary,
                                   member.note if record else _join(member.note, "no machine record"),
-                                  answers.get(apis.get(name))))
+                                  answers.get(apis.get(name)), apis.get(name)))
         else:
             address = record.mongo_address if record else addresses.get(name, "")
             rows.append(StatusRow(name, address, record.wants_vote if record else None, None, outside, False, "",
-                                  answers.get(apis.get(name))))
+                                  answers.get(apis.get(name)), apis.get(name)))
     for member in members:
         if member.member_id not in used:
             note = "no machine record" if member.machine else "not a state machine (no tag, no record at its address)"
             rows.append(StatusRow(member.machine or member.host, member.host, None, member.votes > 0, member.state,
                                   member.primary, _join(member.note, note)))
     return rows
+
+
+def with_certificates(rows: list[StatusRow], served: dict[str, CertificateExpiry]) -> list[StatusRow]:
+    """The rows with the expiry of the certificate served at each one's mongod address and API address (`served`
+    maps host:port to it), and a note on those that are due."""
+    out = []
+    for row in rows:
+        mongo = served.get(row.address)
+        api = served.get(row.api_address) if row.api_address else None
+        out.append(replace(row, mongo_certificate=mongo, api_certificate=api,
+                           note=_join(row.note, _expiry_note(mongo, api))))
+    return out
+
+
+def _expiry_note(mongo: CertificateExpiry | None, api: CertificateExpiry | None) -> str:
+    # A machine's mongod and API server normally serve the same certificate: one sentence for both then.
+    due: dict[datetime.datetime, list[str]] = {}
+    for label, cert in (("mongod", mongo), ("API", api)):
+        if cert is not None and cert.due:
+            due.setdefault(cert.not_after, []).append(label)
+    if not due:
+        return ""
+    sentences = []
+    for not_after, labels in due.items():
+        cert = mongo if mongo is not None and mongo.not_after == not_after else api
+        whose = " and ".join(labels)
+        if cert.expired:
+            sentences.append(f"the {whose} certificate EXPIRED on {not_after.date().isoformat()}")
+        else:
+            days = math.floor(cert.days_left)
+            when = "within a day" if days < 1 else f"in {days} day{'s' if days > 1 else ''}"
+            sentences.append(f"the {whose} certificate expires {when} ({not_after.date().isoformat()})")
+    return "; ".join(sentences) + ": renew it with rotate-certificates.yml"
 
 
 def _join(*notes: str) -> str:
@@ -176,13 +252,33 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _certificate_cell(row: StatusRow) -> str:
+    known = [c for c in (row.mongo_certificate, row.api_certificate) if c is not None]
+    if not known:
+        return "-"
+    sooner = min(known, key=lambda c: c.not_after)
+    if sooner.expired:
+        return "EXPIRED"
+    return f"{math.floor(sooner.days_left)}d" + ("!" if sooner.due else "")
+
+
 def status_table(rows: list[StatusRow]) -> list[str]:
-    """The rows as fixed-width text lines, header first (what the playbooks print)."""
+    """The rows as fixed-width text lines, header first (what the playbooks print); the CERT column only when some
+    row carries a certificate."""
+    certificates = any(r.mongo_certificate or r.api_certificate for r in rows)
+    widths = (*_WIDTHS, CERT_WIDTH) if certificates else _WIDTHS
+
     def line(cells) -> str:
-        padded = [f"{cell:<{width}}" for cell, width in zip(cells, _WIDTHS)] + list(cells[len(_WIDTHS):])
+        padded = [f"{cell:<{width}}" for cell, width in zip(cells, widths)] + list(cells[len(widths):])
         return " ".join(padded).rstrip()
-    lines = [line(TABLE_COLUMNS)]
+    header = list(TABLE_COLUMNS)
+    if certificates:
+        header.insert(-1, CERT_COLUMN)
+    lines = [line(header)]
     for row in rows:
-        lines.append(line([row.machine, row.address, _cell(row.wants_vote), _cell(row.has_vote), row.state,
-                           "*" if row.primary else "", _cell(row.api), row.note]))
+        cells = [row.machine, row.address, _cell(row.wants_vote), _cell(row.has_vote), row.state,
+                 "*" if row.primary else "", _cell(row.api)]
+        if certificates:
+            cells.append(_certificate_cell(row))
+        lines.append(line([*cells, row.note]))
     return lines
