@@ -22,6 +22,13 @@ description:
   - With O(probe_api), every machine's API server is asked C(GET /v1/live) from where the module runs, all at once
     and each for at most O(api_timeout) seconds; only an HTTP 200 answer whose JSON body has C(status) V(ok)
     counts as answering. RV(rows[].api_answers) and the table's API column report it.
+  - With TLS, the module reads when the certificate served at each machine's mongod address (O(tls)) and at its
+    API address (O(probe_api) with O(api_scheme=https)) expires, from the TLS handshake itself, whether or not that
+    certificate verifies (an expired one does not). The API server's comes from the handshake of its
+    C(GET /v1/live) probe, and one more handshake only when that one does not verify; mongod's from one handshake
+    per member address. RV(rows[].mongo_certificate_not_after), RV(rows[].api_certificate_not_after) and the
+    table's CERT column report them; a certificate expired or expiring within O(certificate_warning_days) gets a
+    note. Nothing is read without TLS.
   - Before 0.2.0 this module was called C(stateserver.ha.ha_status); that name still works and redirects here.
 author:
   - stateserver.ha developers (@stateserver)
@@ -80,6 +87,15 @@ options:
         the deployment CA. Left out, the system's trusted CAs are used. A server whose certificate does not verify
         counts as not answering.
     type: path
+  certificate_warning_days:
+    description:
+      - A certificate that expires within this many days (or has expired) is flagged in its row's note and with
+        V(!) in the table's CERT column, naming C(rotate-certificates.yml).
+    type: int
+    default: 30
+requirements:
+  - cryptography >= 42 where the module runs, to read the certificates' expiry (without it, the rest is reported
+    and a warning says so)
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -122,6 +138,20 @@ EXAMPLES = r"""
 - name: Name the members that need a resync
   ansible.builtin.debug:
     msg: "{{ ha.rows | selectattr('note', 'search', 'resync') | map(attribute='machine') | list }}"
+
+- name: Read the state of a TLS deployment, flagging certificates that expire within 60 days
+  stateserver.ha.ha_status_info:
+    seeds: [192.0.2.11]
+    tls: true
+    tls_ca_file: stateserver-secrets/ca.crt
+    api_scheme: https
+    api_ca_file: stateserver-secrets/ca.crt
+    certificate_warning_days: 60
+  register: ha_tls
+
+- name: Fail when a mongod certificate expires within two weeks
+  ansible.builtin.assert:
+    that: ha_tls.rows | rejectattr('mongo_certificate_days_left', 'none') | selectattr('mongo_certificate_days_left', 'lt', 14) | list | length == 0
 """
 
 RETURN = r"""
@@ -182,11 +212,34 @@ rows:
           was not asked (O(probe_api=false), or a member that belongs to no machine).
       type: bool
       sample: true
+    mongo_certificate_not_after:
+      description:
+        - When the certificate served at the row's address (its mongod) expires, ISO 8601 in UTC. Null without
+          O(tls), or when no TLS handshake completed there (nothing listening, a member down).
+      type: str
+      sample: "2029-03-04T12:36:05+00:00"
+    mongo_certificate_days_left:
+      description: Days until RV(rows[].mongo_certificate_not_after), to two decimals; negative once it has expired.
+      type: float
+      sample: 824.99
+    api_certificate_not_after:
+      description:
+        - When the certificate served at the machine's API address expires, ISO 8601 in UTC. Null unless
+          O(probe_api) and O(api_scheme=https), or when no TLS handshake completed there.
+      type: str
+      sample: "2029-03-04T12:36:05+00:00"
+    api_certificate_days_left:
+      description: Days until RV(rows[].api_certificate_not_after), to two decimals; negative once it has expired.
+      type: float
+      sample: 824.99
 table:
   description:
     - The rows as fixed-width text lines, header first, columns MACHINE ADDRESS WANTS-VOTE HAS-VOTE STATE PRIMARY
       API NOTE (V(yes)/V(no)/V(-) for the votes and the API, V(*) for the primary). Print it with
       M(ansible.builtin.debug).
+    - When some certificate was read, a CERT column before NOTE gives the days left of the sooner of the machine's
+      two certificates (V(824d)), with V(!) when it is within O(certificate_warning_days) (V(12d!)), V(EXPIRED)
+      once it has expired, V(-) when none was read.
   returned: always
   type: list
   elements: str
@@ -241,13 +294,14 @@ not_converged:
   sample: []
 """
 
+import datetime
 import json
+import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPException
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError
-from ansible.module_utils.urls import open_url
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     CONNECTION_REQUIRED_TOGETHER,
     check_connection,
@@ -266,32 +320,113 @@ from ansible_collections.stateserver.ha.plugins.module_utils._peergroup import (
 from ansible_collections.stateserver.ha.plugins.module_utils._records import parse_pool, parse_record_docs
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
+    PROBE_CONNECT_TIMEOUT,
     PYMONGO_IMPORT_ERROR,
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._status import (
+    certificate_expiry,
     status_rows,
     status_table,
+    with_certificates,
 )
 
+try:
+    from cryptography import x509
 
-def api_answers(addresses: list[str], scheme: str, timeout: float, ca_file: str | None) -> dict:
-    """{api address: whether GET /v1/live answered 200 with {"status": "ok"}}, every address asked at once."""
-    def answers(address: str) -> bool:
-        try:
-            response = open_url(f"{scheme}://{address}/v1/live", timeout=timeout, use_proxy=False,
-                                validate_certs=True, ca_path=ca_file)
-            body = json.loads(response.read())
-        except (OSError, HTTPException, UrlConnectionError, ValueError):
-            # Refused, timed out, an HTTP error status, a certificate that does not verify, or not JSON.
-            return False
-        return response.getcode() == 200 and isinstance(body, dict) and body.get("status") == "ok"
-    if not addresses:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(len(addresses), 16)) as pool:
-        return dict(zip(addresses, pool.map(answers, addresses)))
+    HAS_CRYPTOGRAPHY = True
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _not_after(der: bytes | None) -> datetime.datetime | None:
+    if not der or not HAS_CRYPTOGRAPHY:
+        return None
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_after_utc
+    except ValueError:
+        return None
+
+
+def reading_context(certificate_key_file: str | None, password: str | None) -> ssl.SSLContext:
+    """A client context that completes a handshake whatever the server presents: only to read when the served
+    certificate expires (an expired one would not verify), never to send anything over it. It presents the
+    module's client certificate, for a mongod that asks for one."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if certificate_key_file:
+        context.load_cert_chain(certificate_key_file, password=password)
+    return context
+
+
+def served_not_after(address: str, context: ssl.SSLContext, connect_timeout: float,
+                     timeout: float) -> datetime.datetime | None:
+    """notAfter of the certificate served at address (host:port) from one handshake; None when none completes."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=connect_timeout) as raw:
+            raw.settimeout(timeout)
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return _not_after(tls.getpeercert(binary_form=True))
+    except (OSError, ValueError):
+        return None
+
+
+def probe_api(address: str, scheme: str, timeout: float, verified: ssl.SSLContext | None,
+              reading: ssl.SSLContext) -> tuple[bool, datetime.datetime | None]:
+    """(whether GET /v1/live answered 200 with {"status": "ok"}, notAfter of the certificate served over HTTPS)."""
+    host, port = _host_port(address)
+    https = scheme == "https"
+    conn = HTTPSConnection(host, port, timeout=timeout, context=verified) if https else \
+        HTTPConnection(host, port, timeout=timeout)
+    not_after = None
+    try:
+        conn.connect()
+        if https:
+            not_after = _not_after(conn.sock.getpeercert(binary_form=True))
+        conn.request("GET", "/v1/live")
+        response = conn.getresponse()
+        body = json.loads(response.read())
+    except ssl.SSLCertVerificationError:
+        # Not an answer from a server we trust, but when the certificate it serves ends (expired, say) is news.
+        return False, served_not_after(address, reading, timeout, timeout)
+    except (OSError, HTTPException, ValueError):
+        # Refused, timed out, a broken answer or not JSON.
+        return False, not_after
+    finally:
+        conn.close()
+    return response.status == 200 and isinstance(body, dict) and body.get("status") == "ok", not_after
+
+
+def probe(api_addresses: list[str], mongo_addresses: list[str], params: dict,
+          reading: ssl.SSLContext | None) -> tuple[dict, dict]:
+    """Every API server's probe and every mongod's handshake at once: ({api address: answered},
+    {address: notAfter of the certificate served there, for those read})."""
+    verified = None
+    if params["api_scheme"] == "https":
+        verified = ssl.create_default_context(cafile=params["api_ca_file"])
+    # A dead machine refuses or drops the connect: a second, as the seeds' probe gives it, then the handshake has
+    # what a member has to answer pymongo.
+    connect = min(PROBE_CONNECT_TIMEOUT, params["server_selection_timeout"])
+    jobs = [(lambda a=a: probe_api(a, params["api_scheme"], params["api_timeout"], verified, reading))
+            for a in api_addresses]
+    jobs += [(lambda a=a: (None, served_not_after(a, reading, connect, params["server_selection_timeout"])))
+             for a in mongo_addresses]
+    if not jobs:
+        return {}, {}
+    with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
+        results = list(pool.map(lambda job: job(), jobs))
+    answers = {a: ok for a, (ok, _) in zip(api_addresses, results)}
+    served = {a: t for a, (_, t) in zip([*api_addresses, *mongo_addresses], results) if t is not None}
+    return answers, served
 
 
 def main() -> None:
@@ -304,7 +439,7 @@ def main() -> None:
         "reachable": {"type": "bool"},
     }}, probe_api={"type": "bool", "default": True}, api_timeout={"type": "float", "default": 1.0},
         api_scheme={"type": "str", "default": "http", "choices": ["http", "https"]},
-        api_ca_file={"type": "path"})
+        api_ca_file={"type": "path"}, certificate_warning_days={"type": "int", "default": 30})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     problem = check_connection(module.params)
@@ -316,6 +451,15 @@ def main() -> None:
     timeout = module.params["api_timeout"]
     if not timeout > 0 or timeout == float("inf"):
         module.fail_json(msg=f"api_timeout must be a number of seconds above 0, got {timeout}", changed=False)
+    warning_days = module.params["certificate_warning_days"]
+    if warning_days < 0:
+        module.fail_json(msg=f"certificate_warning_days must be 0 or more days, got {warning_days}", changed=False)
+    if module.params["probe_api"] and module.params["api_scheme"] == "https" and module.params["api_ca_file"]:
+        try:
+            ssl.create_default_context(cafile=module.params["api_ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            module.fail_json(msg=f"api_ca_file {module.params['api_ca_file']} is not a readable PEM CA certificate "
+                             f"({exc}); give the deployment CA (stateserver-secrets/ca.crt)", changed=False)
     pool = [{"name": h.name, "mongo_address": h.mongo_address, "api_address": h.api_address} for h in hosts]
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
@@ -342,16 +486,34 @@ def main() -> None:
         converged, reasons = convergence_report(view, records)
         reasons = [*problems, *reasons]
         converged = converged and not problems
-    answers = None
+    rows = status_rows(records, config, status, pool, stale)
+    api_addresses, mongo_addresses = [], []
     if module.params["probe_api"]:
-        addresses = sorted({r.api_address for r in records} | {h.api_address for h in hosts})
-        answers = api_answers(addresses, module.params["api_scheme"], timeout, module.params["api_ca_file"])
-    rows = status_rows(records, config, status, pool, stale, answers)
+        api_addresses = sorted({r.api_address for r in records} | {h.api_address for h in hosts})
+    if module.params["tls"]:
+        mongo_addresses = sorted({row.address for row in rows if row.address} - set(api_addresses))
+    tls_used = module.params["tls"] or (module.params["probe_api"] and module.params["api_scheme"] == "https")
+    if tls_used and not HAS_CRYPTOGRAPHY:
+        module.warn(missing_required_lib("cryptography") + ": the certificates' expiry is not reported")
+    reading = None
+    if tls_used:
+        try:
+            reading = reading_context(module.params["tls_certificate_key_file"],
+                                      module.params["tls_certificate_key_file_password"])
+        except (OSError, ssl.SSLError) as exc:
+            # pymongo has just used the same file; should it fail here, report the rest without mongod's client.
+            module.warn(f"tls_certificate_key_file not presented when reading certificates: {exc}")
+            reading = reading_context(None, None)
+    answers, served = probe(api_addresses, mongo_addresses, module.params, reading)
+    rows = status_rows(records, config, status, pool, stale, answers if module.params["probe_api"] else None)
+    if served:
+        now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (targets may run 3.8+)
+        rows = with_certificates(rows, {a: certificate_expiry(t, now, warning_days) for a, t in served.items()})
     module.exit_json(
         changed=False,
         answered=answered,
         initiated=config is not None,
-        rows=[row.as_dict() for row in rows],
+        rows=[{**row.as_dict(), **row.certificate_dict()} for row in rows],
         table=status_table(rows),
         records=record_dicts(records),
         record_problems=list(problems),
