@@ -1,17 +1,21 @@
 """Authentication and authorization of the simulator: SCRAM logins, users, built-in roles, the localhost exception
-and keyFile internal authentication between members.
+and internal authentication between members (keyFile, or x509 member certificates per ``security.clusterAuthMode``).
 
 The server calls it like this (the seam):
 
-* ``Security(key_file: str | None, authorization: bool, server: server.Server)`` is built once at startup
-  (``--keyFile``/``security.keyFile`` and ``--auth``/``security.authorization``; a keyFile implies authorization,
-  as with mongod). A bad keyFile ends the process with a message, as mongod does.
+* ``Security(key_file: str | None, authorization: bool, server: server.Server, tls_settings: tls.TlsSettings)`` is
+  built once at startup (``--keyFile``/``security.keyFile`` and ``--auth``/``security.authorization``; a keyFile
+  implies authorization, as with mongod; ``tls_settings`` carries the cluster authentication mode and the member
+  certificate). A bad keyFile ends the process with a message, as mongod does.
 * ``AUTH_COMMANDS``: command names the dispatcher hands to ``await security.handle(conn, name, db, body)``;
   it returns the reply document or raises ``errors.CommandError``.
 * ``security.check(conn, name, db, body)`` is called before every other command except the handshake
   (``HANDSHAKE_COMMANDS``); it raises ``CommandError("Unauthorized", ...)`` to refuse.
 * ``await security.outbound_handshake(peer)`` runs once on each new member-to-member connection and logs in as
-  ``__system`` with the keyFile (SCRAM-SHA-256); a refusal raises ``ConnectionError`` so the peer counts as down.
+  ``__system``: with the keyFile (SCRAM-SHA-256), or in sendX509/x509 with MONGODB-X509 on the TLS connection (the
+  certificate it presented is the credential); a refusal raises ``ConnectionError`` so the peer counts as down.
+* ``conn.peer_certificate`` (DER bytes or None) is the verified certificate a TLS client presented; a MONGODB-X509
+  login with it is a member login when its subject's O/OU/DC set equals this member's own (mongod's rule).
 * ``security.hello_fields(conn, body)`` returns extra ``hello`` fields (``saslSupportedMechs``,
   ``speculativeAuthenticate``).
 
@@ -35,7 +39,7 @@ from typing import Any
 
 from bson.binary import Binary
 
-from . import scram
+from . import scram, tls
 from .errors import CommandError
 
 log = logging.getLogger("mongosim")
@@ -48,6 +52,7 @@ HANDSHAKE_COMMANDS = {"hello", "ismaster", "isMaster", "ping", "buildInfo", "bui
 
 USERS_DB, USERS_COLL = "admin", "system.users"
 INTERNAL_USER, INTERNAL_DB = "__system", "local"
+X509, EXTERNAL_DB = "MONGODB-X509", "$external"
 
 # Privilege classes. A privilege is (resource, class): resource is a database name, "*" (any database) or
 # "cluster". This is coarser than mongod's action types but grants and refuses the same commands for the roles
@@ -231,20 +236,33 @@ class _Conversation:
     verified: bool = False
 
 
+def _refuse_start(message: str) -> SystemExit:
+    # mongod logs the reason and exits before listening.
+    log.error("%s", message)
+    print(message, file=sys.stderr)
+    return SystemExit(1)
+
+
 class Security:
-    def __init__(self, key_file: str | None, authorization: bool, server: Any = None) -> None:
+    def __init__(self, key_file: str | None, authorization: bool, server: Any = None,
+                 tls_settings: tls.TlsSettings | None = None) -> None:
         self.key_file = key_file
         self.server = server
+        self.tls = tls_settings or tls.TlsSettings()
         self.key: str | None = None
         if key_file:
             try:
                 self.key = load_key_file(key_file)
             except KeyFileError as e:
-                # mongod logs the reason and exits before listening.
-                log.error("Unable to acquire security key[s]: %s", e)
-                print(f"Unable to acquire security key[s]: {e}", file=sys.stderr)
-                raise SystemExit(1) from e
-        self.authorization = authorization or self.key is not None
+                raise _refuse_start(f"Unable to acquire security key[s]: {e}") from e
+        # The O/OU/DC of this member's own certificate: a peer certificate with the same set is a member.
+        self.member_identity: frozenset[tuple[str, str]] = frozenset()
+        if self.tls.accepts_x509 and self.tls.certificate_key_file:
+            try:
+                self.member_identity = tls.certificate_file_identity(self.tls.certificate_key_file)
+            except (OSError, ValueError, IndexError) as e:
+                raise _refuse_start(f"cannot read the certificate in {self.tls.certificate_key_file}: {e}") from e
+        self.authorization = authorization or self.key is not None or self.tls.sends_x509
         # The __system credentials, derived once per process from the shared key (fresh salt each start).
         self.internal_credentials = (
             {m: scram.make_credentials(m, INTERNAL_USER, self.key) for m in scram.MECHANISMS}
@@ -275,7 +293,8 @@ class Security:
 
     def credentials_for(self, user: str, db: str) -> dict | None:
         if user == INTERNAL_USER and db == INTERNAL_DB:
-            return self.internal_credentials or None
+            # In x509 mode the keyFile no longer lets a member in, even when one is configured.
+            return (self.internal_credentials or None) if self.tls.accepts_key_file else None
         doc = self.find_user(user, db)
         return doc.get("credentials") if doc else None
 
@@ -384,8 +403,28 @@ class Security:
 
     async def _authenticate(self, conn: Any, db: str, body: dict) -> dict:
         mech = body.get("mechanism", "MONGODB-CR")
-        raise CommandError("AuthenticationFailed", f"Unsupported mechanism {mech} on authenticate command "
-                           "(the simulator supports SCRAM-SHA-1 and SCRAM-SHA-256 via saslStart)")
+        if mech != X509:
+            raise CommandError("AuthenticationFailed", f"Unsupported mechanism {mech} on authenticate command "
+                               "(the simulator supports SCRAM-SHA-1 and SCRAM-SHA-256 via saslStart, and "
+                               "MONGODB-X509 for members)")
+        if db != EXTERNAL_DB:
+            raise CommandError("BadValue", "X.509 authentication must always use the $external database.")
+        cert = getattr(conn, "peer_certificate", None)
+        if not cert:
+            raise CommandError("AuthenticationFailed", "No verified subject name available from client")
+        try:
+            identity = tls.cluster_identity(cert)
+        except (ValueError, IndexError):
+            identity = frozenset()
+        if not (self.tls.accepts_x509 and self.member_identity and identity == self.member_identity):
+            # Not a member: it could only be an $external user, and the simulator keeps none.
+            log.info("x509 authentication from %s refused: subject %s is not a member of this cluster",
+                     conn.peer_host, sorted(identity))
+            raise auth_failed()
+        self._logged_in(conn).add((INTERNAL_USER, INTERNAL_DB))
+        conn.internal = True
+        log.info("authenticated %s@%s with %s", INTERNAL_USER, INTERNAL_DB, X509)
+        return {"dbname": EXTERNAL_DB, "ok": 1.0}
 
     async def _logout(self, conn: Any, db: str, body: dict) -> dict:
         users = self._logged_in(conn)
@@ -564,7 +603,14 @@ class Security:
         return out
 
     async def outbound_handshake(self, peer: Any) -> None:
-        """Log in to another member as __system with the keyFile; failing that, the peer is unusable."""
+        """Log in to another member as __system with the keyFile or the member certificate; failing that, the peer
+        is unusable."""
+        if self.tls.sends_x509:
+            r = await peer.raw_call({"authenticate": 1, "mechanism": X509, "$db": EXTERNAL_DB})
+            if not r.get("ok"):
+                log.warning("internal authentication to %s failed: %s", peer.host, r.get("errmsg"))
+                raise ConnectionError(f"internal authentication to {peer.host} failed: {r.get('errmsg')}")
+            return
         if self.key is None:
             return
         mech = "SCRAM-SHA-256"

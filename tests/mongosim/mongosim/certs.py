@@ -3,7 +3,9 @@
 ``make_ca(directory)`` writes ``ca.pem`` (certificate) and keeps the CA key in memory; ``ca.issue(name, ips)``
 writes ``<name>.pem`` holding certificate and key, as mongod's ``certificateKeyFile`` and pymongo's
 ``tlsCertificateKeyFile`` take them. Leaves carry the IP addresses as subjectAltName and both serverAuth and
-clientAuth, so one file serves a member inbound, towards other members, and a client.
+clientAuth, so one file serves a member inbound, towards other members, and a client. Every subject carries
+O=mongosim tests unless ``organization`` says otherwise: with x509 member authentication, a certificate whose O
+differs from the members' is not a member.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALID = datetime.timedelta(days=2)
+ORGANIZATION = "mongosim tests"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mongosim tests"),
+def _name(common_name: str, organization: str = ORGANIZATION) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -40,13 +43,13 @@ class CA:
     def path(self) -> str:
         return str(self.directory / "ca.pem")
 
-    def issue(self, name: str, ips: list[str], dns: tuple[str, ...] = ()) -> str:
+    def issue(self, name: str, ips: list[str], dns: tuple[str, ...] = (), organization: str = ORGANIZATION) -> str:
         """A leaf for ``ips`` (and ``dns`` names) signed by this CA; returns the path of its PEM (cert + key)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         san = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips] + [x509.DNSName(d) for d in dns]
         cert = (x509.CertificateBuilder()
-                .subject_name(_name(name)).issuer_name(self.cert.subject)
+                .subject_name(_name(name, organization)).issuer_name(self.cert.subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALID)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -27,20 +27,23 @@ FLAGS: dict[str, tuple[str, bool]] = {
     "--pidfilepath": ("processManagement.pidFilePath", True),
     "--keyFile": ("security.keyFile", True),
     "--auth": ("security.authorization", False),
+    "--clusterAuthMode": ("security.clusterAuthMode", True),
     "--tlsMode": ("net.tls.mode", True),
     "--tlsCertificateKeyFile": ("net.tls.certificateKeyFile", True),
     "--tlsCAFile": ("net.tls.CAFile", True),
+    "--tlsClusterFile": ("net.tls.clusterFile", True),
     "--tlsAllowConnectionsWithoutCertificates": ("net.tls.allowConnectionsWithoutCertificates", False),
 }
 CONFIG_KEYS = {"net.port", "net.bindIp", "net.bindIpAll", "replication.replSetName", "replication.oplogSizeMB",
                "storage.dbPath", "storage.journal.enabled", "systemLog.destination", "systemLog.path",
                "systemLog.logAppend", "systemLog.quiet", "processManagement.fork", "processManagement.pidFilePath",
                "security.keyFile", "security.authorization", "net.tls.mode", "net.tls.certificateKeyFile",
-               "net.tls.CAFile", "net.tls.allowConnectionsWithoutCertificates"}
+               "net.tls.CAFile", "net.tls.allowConnectionsWithoutCertificates", "security.clusterAuthMode",
+               "net.tls.clusterFile"}
 # Accepted for drop-in compatibility with stock mongod.conf files, without effect in the simulator.
 IGNORED_KEYS = {"processManagement.timeZoneInfo", "storage.engine", "storage.directoryPerDB",
                 "storage.wiredTiger.engineConfig.cacheSizeGB", "net.unixDomainSocket.enabled", "net.ipv6",
-                "net.maxIncomingConnections", "systemLog.verbosity", "security.clusterAuthMode",
+                "net.maxIncomingConnections", "systemLog.verbosity",
                 "operationProfiling.mode", "operationProfiling.slowOpThresholdMs"}
 
 
@@ -208,7 +211,9 @@ def build_options(settings: dict[str, Any], params: dict[str, Any], argv: list[s
             raise UsageError(f"Unknown --setParameter '{k}'")
     return Options(port=port, bind_ips=bind, repl_set=settings.get("replication.replSetName"),
                    dbpath=str(settings.get("storage.dbPath", "/data/db")), test_commands=tc in (1, True, "1", "true"),
-                   key_file=settings.get("security.keyFile"), auth=bool(auth) or bool(settings.get("security.keyFile")),
+                   key_file=settings.get("security.keyFile"),
+                   # Internal authentication (a keyFile, or member certificates) turns authorization on, as in mongod.
+                   auth=bool(auth) or bool(settings.get("security.keyFile")) or tls_settings.sends_x509,
                    parameters=dict(params), argv=list(argv), parsed=_nest(settings), oplog_size_mb=oplog_mb,
                    tls=tls_settings)
 

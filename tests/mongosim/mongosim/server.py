@@ -55,13 +55,14 @@ class Connection:
         self.client_metadata: dict | None = None
         self.auth: dict = {}
         self.internal = False
+        self.peer_certificate: bytes | None = None  # DER, verified against CAFile (TLS clients that sent one)
 
 
 class Server:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         # Security gets this (not yet fully built) Server; it must not use it before start().
-        self.security = Security(opts.key_file, opts.auth, self)
+        self.security = Security(opts.key_file, opts.auth, self, opts.tls)
         self.node = Node(opts, self.security)
         self.node.server = self
         self.crud = Crud(self)
@@ -171,6 +172,9 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer.get_extra_info("peername") or ("", 0), writer.get_extra_info("sockname"))
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            conn.peer_certificate = ssl_object.getpeercert(binary_form=True)
         self.connections.add(writer)
         try:
             while True:
