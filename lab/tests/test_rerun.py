@@ -146,6 +146,29 @@ def test_a_matching_machine_is_left_alone_in_one_comparison(machine: Path) -> No
         httpx.get(f"http://{HOST}:17070/v1/live", timeout=5)
 
 
+def sandbox(state: Path, service: str) -> dict[str, str]:
+    """What the kernel says of the service's running main process: its no_new_privs flag, its capability bounding
+    set, and whether /usr, /etc and the data directory are read-only in its mount namespace."""
+    script = (f"pid=$(systemctl show -p MainPID --value {service}); "
+              "grep -E '^(NoNewPrivs|CapBnd):' /proc/$pid/status; "
+              "for p in /usr /etc /var/lib/mongodb; do "
+              "echo \"$p: $(nsenter -t $pid -m findmnt -n -o OPTIONS --target $p | cut -d, -f1)\"; done")
+    out = ssh(state, script)
+    assert out.returncode == 0, out.stderr
+    pairs = (line.split(":", 1) for line in out.stdout.splitlines())
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_both_services_run_sandboxed(machine: Path) -> None:
+    # No new privileges and no capability at all, for mongod and the API server; the system is read-only for both,
+    # and only mongod may write its data directory.
+    mongod, api = sandbox(machine, "mongod"), sandbox(machine, "stateserver-api")
+    for seen in (mongod, api):
+        assert seen["NoNewPrivs"] == "1" and int(seen["CapBnd"], 16) == 0, seen
+        assert seen["/usr"] == "ro" and seen["/etc"] == "ro", seen
+    assert mongod["/var/lib/mongodb"] == "rw" and api["/var/lib/mongodb"] == "ro", (mongod, api)
+
+
 def test_a_drifted_machine_is_repaired_and_check_mode_only_reports_it(machine: Path) -> None:
     want_config, want_token = host_file(machine, CONFIG), host_file(machine, TOKEN)
     assert want_token[0] == "400"
