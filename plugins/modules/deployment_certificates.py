@@ -286,7 +286,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR, **base)
 
     given = None
-    if params["ca_certificate"]:
+    if params["ca_certificate"] or params["ca_key"]:
         try:
             given = load_given_ca(params["ca_certificate"], params["ca_key"])
         except ValueError as exc:

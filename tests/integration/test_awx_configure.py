@@ -27,7 +27,10 @@ pytestmark = pytest.mark.timeout(300)
 AWX = REPO / "extensions" / "awx"
 TOKEN = "stand-in-controller-token"
 SECRETS = {"mongod_admin_password": "pw-{{ not a template }}-1", "mongod_keyfile_content": "a" * 756,
-           "state_machine_api_token": "token-Zq9", "api_server_mongo_password": "api-mongo-Zq9"}
+           "state_machine_api_token": "token-Zq9", "api_server_mongo_password": "api-mongo-Zq9",
+           # The optional TLS inputs, multi-line as PEM is (the values need not parse here).
+           "stateserver_tls_ca_certificate": "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n",
+           "stateserver_tls_ca_key": "-----BEGIN PRIVATE KEY-----\nMIGHkey\n-----END PRIVATE KEY-----\n"}
 SECRET_FIELDS = {f["id"] for f in yaml.safe_load((AWX / "credential_type.yml").read_text())["inputs"]["fields"]
                  if f.get("secret")}
 
@@ -214,6 +217,7 @@ def test_awx_configure_creates_the_credential_type_credential_and_job_templates(
     ({k: v for k, v in FULL.items() if k != "awx_inventory"}, ["awx_inventory", "Nothing was changed"]),
     ({**FULL, "awx_deployment_secrets": {"mongod_admin_password": "x"}}, ["awx_deployment_secrets", "Nothing"]),
     ({**FULL, "awx_deployment_secrets": {**SECRETS, "state_machine_api_token": ""}}, ["non-empty strings"]),
+    ({**FULL, "awx_deployment_secrets": {**SECRETS, "stateserver_tls_ca_file": "/x"}}, ["stateserver_tls_ca_key"]),
 ])
 def test_awx_configure_refuses_bad_input_before_calling_the_controller(
         tmp_path, controller, extra_collections, extra, words):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import ssl
 import stat
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ import ansible_runner
 import pytest
 import yaml
 from cluster import Cluster
+from cryptography import x509
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from playbook import REPO, run_tasks
 from pymongo import MongoClient
@@ -34,6 +37,7 @@ CREDENTIAL = {"mongod_admin_password": PASSWORD, "mongod_keyfile_content": "K3yf
               "state_machine_api_token": "awx-job-api-token", "api_server_mongo_password": "awx-job-api-mongo-pw"}
 PLAN = "Plan which machines keep, gain or lose a vote"
 CONVERGE = "Move the replica set to the planned voters one safe reconfig at a time"
+CERTS = "stateserver.ha.deployment_certificates"
 
 
 class UnsafeDumper(yaml.SafeDumper):
@@ -60,8 +64,12 @@ def survey_answers(answers: dict) -> dict:
     return out
 
 
-def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dict | None) -> dict[str, dict]:
-    """One check job in a new private data directory; {task name: localhost's result}. The directory is deleted."""
+def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dict | None,
+        host_vars: dict[str, dict] | None = None) -> dict[str, dict]:
+    """One check job in a new private data directory; {task name: localhost's result}, and under "__job__" the
+    return code, the secrets files the job left, every (host, task) that reported a change and every state
+    machine's results. The directory is deleted. host_vars: the inventory's variables of each state machine beyond
+    its connection; without them the members are plain (the opt-out)."""
     pdd = tmp / f"awx_{number}_job"
     shutil.copytree(AWX / "project", pdd / "project")
     link = pdd / "requirements_collections" / "ansible_collections" / "stateserver" / "ha"
@@ -70,8 +78,7 @@ def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dic
     (pdd / "inventory").mkdir()
     hosts = {name: {"ansible_host": host, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                     "remote_tower_enabled": "true", "remote_tower_id": i + 1,
-                    # Plain simulator members: the opt-out (an AWX job's CA would come from its credential).
-                    "stateserver_tls": False}
+                    **(host_vars[name] if host_vars else {"stateserver_tls": False})}
              for i, (name, host) in enumerate(zip(cluster.names, cluster.hosts))}
     inventory = {"all": {"children": ["state_machines"]}, "state_machines": {"hosts": list(hosts)},
                  "_meta": {"hostvars": hosts}}
@@ -100,8 +107,19 @@ def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dic
         tasks = {e["event_data"]["task"]: {**e["event_data"]["res"], "failed": e["event"] == "runner_on_failed"}
                  for e in run.events if e["event"] in ("runner_on_ok", "runner_on_failed")
                  and e["event_data"].get("host") == "localhost"}
+        results = [e for e in run.events if e["event"] in ("runner_on_ok", "runner_on_failed")]
+        machines: dict[str, dict] = {}
+        for e in results:
+            if e["event_data"].get("host") != "localhost":
+                machines.setdefault(e["event_data"]["host"], {})[e["event_data"]["task"]] = e["event_data"]["res"]
         tasks["__job__"] = {"rc": run.rc, "status": run.status,
-                            "secrets_written": [str(p) for p in pdd.rglob("*") if "stateserver-secrets" in p.parts]}
+                            "secrets_written": sorted(str(p.relative_to(pdd)) for p in pdd.rglob("*")
+                                                      if "stateserver-secrets" in p.parts),
+                            "changed": sorted({(e["event_data"]["host"], e["event_data"]["task"]) for e in results
+                                               if e["event_data"]["res"].get("changed")}),
+                            "stored": {str(p.relative_to(pdd / "stateserver-secrets")): p.read_text()
+                                       for p in pdd.glob("stateserver-secrets/**/*") if p.is_file()},
+                            "machines": machines}
         return tasks
     finally:
         shutil.rmtree(pdd)
@@ -180,3 +198,120 @@ def test_a_job_without_the_credential_stops_before_the_plan(deployed):
     assert PLAN not in tasks
     assert tasks["__job__"]["secrets_written"] == []
     assert state(cluster) == before
+
+
+def served_serial(address: str, ca_file: str) -> int:
+    """The serial of the certificate a TLS member presents, verified against the deployment CA."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold(tmp_path):
+    """Job 1 made the CA and the machine certificates and the members serve them; job 2, in a new directory with
+    the CA in the credential, adopts what each machine holds: no new certificate, no change, the same serials."""
+    keyfile = tmp_path / "keyfile"
+    keyfile.write_text(CREDENTIAL["mongod_keyfile_content"])
+    keyfile.chmod(stat.S_IRUSR)
+    cluster = Cluster(tmp_path / "cluster", 3, start=0, extra_args=("--keyFile", str(keyfile)))
+    try:
+        # Job 1's controller side, as ensure-ha.yml's first play runs it while nothing answers: a CA, three
+        # certificates. (A run job would then provision this machine; the members below stand in for it.)
+        first = tmp_path / "job1" / "inventory" / "stateserver-secrets"
+        machines = [{"name": name, "mongo_address": address, "api_address": f"{host}:17070"}
+                    for name, host, address in zip(cluster.names, cluster.hosts, cluster.addresses)]
+        made = run_tasks(tmp_path / "job1", [{CERTS: {
+            "secrets_dir": str(first), "machines": machines, "seeds": cluster.addresses, "tls": True,
+            "tls_allow_invalid_certificates": True, "server_selection_timeout": 2}}])
+        assert made.rc == 0 and made[0]["ca"]["action"] == "issued", made.stdout
+        ca_file = str(tmp_path / "ca.crt")
+        shutil.copy(first / "ca.crt", ca_file)
+
+        # What the mongod role leaves on each machine: mongod.pem (certificate, then key) in mongod_tls_dir, 0400.
+        host_vars = {}
+        for name in cluster.names:
+            tls_dir = tmp_path / "machines" / name / "tls"
+            tls_dir.mkdir(parents=True)
+            pem = tls_dir / "mongod.pem"
+            pem.write_text((first / "certs" / f"{name}.crt").read_text().strip() + "\n"
+                           + (first / "certs" / f"{name}.key").read_text().strip() + "\n")
+            pem.chmod(stat.S_IRUSR)
+            # No sudo here: the test runs as the user that owns these files.
+            host_vars[name] = {"mongod_tls_dir": str(tls_dir), "ansible_become": False}
+        command_line = cluster.sim.command_line
+
+        def with_tls(member):
+            return [*command_line(member), "--tlsMode", "requireTLS", "--tlsCAFile", ca_file,
+                    "--tlsCertificateKeyFile", str(tmp_path / "machines" / f"sm{member.index + 1}" / "tls" / "mongod.pem"),
+                    "--tlsAllowConnectionsWithoutCertificates"]
+
+        cluster.sim.command_line = with_tls
+        for holder in (cluster.sim, *cluster.sim.members):
+            holder.client_options = {"tls": True, "tlsCAFile": ca_file}
+        for i in range(3):
+            cluster.sim.start(i)
+        config = {"_id": cluster.set_name, "version": 1, "settings": {"electionTimeoutMillis": 1000,
+                                                                      "heartbeatIntervalMillis": 200},
+                  "members": [{"_id": 0, "host": cluster.addresses[0],
+                               "tags": {"stateserver-machine": cluster.names[0]}}]}
+        with MongoClient(cluster.addresses[0], directConnection=True, tls=True, tlsCAFile=ca_file,
+                         serverSelectionTimeoutMS=5000) as c:
+            c.admin.command("replSetInitiate", config)
+            cluster.wait_for(lambda: c.admin.command("hello").get("isWritablePrimary"), 30, "sm1 to become primary")
+            c.admin.command("createUser", "admin", pwd=PASSWORD, roles=["root"])
+        tls = {"tls": True, "tls_ca_file": ca_file}
+        login = {"login_user": "admin", "login_password": "{% raw %}" + PASSWORD + "{% endraw %}", **tls}
+        grown = run_tasks(tmp_path / "grow", [
+            ea(cluster, 3, 3, **login), pg(cluster, **login),
+            {"stateserver.ha.mongod_user": {"seeds": cluster.addresses, **login, "name": "stateserver-api",
+                                            "password": CREDENTIAL["api_server_mongo_password"],
+                                            "roles": [{"role": "readWrite", "db": "stateserver"},
+                                                      {"role": "clusterMonitor", "db": "admin"}]},
+             "no_log": True}])
+        assert all(r.get("failed") is not True for r in grown.results), grown.stdout
+
+        def observed():
+            with MongoClient(cluster.addresses, replicaSet=cluster.set_name, tls=True, tlsCAFile=ca_file,
+                             username="admin", password=PASSWORD, serverSelectionTimeoutMS=10000) as c:
+                config = c.admin.command("replSetGetConfig")["config"]
+                records = list(c.get_database("stateserver").get_collection("machines").find())
+            return config, records, [served_serial(address, ca_file) for address in cluster.addresses]
+
+        before = observed()
+        # Job 2: a new private data directory; the credential now carries job 1's CA.
+        credential = {**CREDENTIAL, "stateserver_tls_ca_certificate": (first / "ca.crt").read_text(),
+                      "stateserver_tls_ca_key": (first / "ca.key").read_text()}
+        tasks = job(tmp_path, 2, cluster, {"n": "3", "down_after": 60}, credential, host_vars)
+        assert tasks["__job__"]["rc"] == 0, tasks
+        certificates = tasks["Keep the deployment CA and a certificate for each state machine"]
+        assert certificates["ca"]["action"] == "given" and certificates["changed"] is False, certificates
+        assert {name: c["action"] for name, c in certificates["certificates"].items()} == {
+            name: "adopted" for name in cluster.names}
+        for name in cluster.names:
+            assert tasks["__job__"]["machines"][name]["Read the certificate and key mongod serves"].get("censored")
+        assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
+        assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == cluster.names
+        assert tasks["__job__"]["changed"] == []
+        # Only the given CA and the adopted certificates were stored (runner passes the inventory directory, so the
+        # secrets directory is next to it), byte for byte the first job's files.
+        stored = ["ca.crt", "ca.key"] + [f"certs/{name}.{ext}" for name in cluster.names for ext in ("crt", "key")]
+        assert tasks["__job__"]["secrets_written"] == sorted(
+            ["stateserver-secrets", "stateserver-secrets/certs"] + [f"stateserver-secrets/{f}" for f in stored])
+        assert tasks["__job__"]["stored"] == {f: (first / f).read_text() for f in stored}
+        # So the one PEM the mongod role makes of them (its __mongod_tls_pem_content) is the file each machine has.
+        for name in cluster.names:
+            made = "".join(tasks["__job__"]["stored"][f"certs/{name}.{ext}"].strip() + "\n" for ext in ("crt", "key"))
+            assert made == (tmp_path / "machines" / name / "tls" / "mongod.pem").read_text()
+        assert observed() == before
+
+        # A credential without the CA (its optional inputs left empty) on this TLS set: stopped, nothing made.
+        tasks = job(tmp_path, 3, cluster, {"n": "3", "down_after": 60}, CREDENTIAL, host_vars)
+        assert tasks["__job__"]["rc"] != 0
+        refused = tasks["Keep the deployment CA and a certificate for each state machine"]
+        assert refused["failed"] and refused["ca"]["action"] == "missing", refused
+        assert PLAN not in tasks and tasks["__job__"]["secrets_written"] == []
+        assert observed() == before
+    finally:
+        cluster.stop()

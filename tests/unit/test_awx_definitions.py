@@ -97,10 +97,27 @@ def test_the_injectors_render_the_inputs_as_awx_does():
     sample = {field["id"]: f"{field['id']}-{{{{ not rendered twice }}}}-\u00e9" for field in FIELDS}
     rendered = {var: env.from_string(template).render(**sample) for var, template in INJECTED.items()}
     assert rendered == {var: sample[var] for var in INJECTED}
-    # The secrets the roles need all come from the credential.
-    assert set(INJECTED) == {"mongod_admin_password", "mongod_keyfile_content", "state_machine_api_token",
-                             "api_server_mongo_password"}
-    assert set(CREDENTIAL_TYPE["inputs"]["required"]) == set(INJECTED)
+    # The secrets the roles need all come from the credential; the TLS CA too, optional (no CA with TLS off).
+    required = {"mongod_admin_password", "mongod_keyfile_content", "state_machine_api_token",
+                "api_server_mongo_password"}
+    assert set(CREDENTIAL_TYPE["inputs"]["required"]) == required
+    assert set(INJECTED) == required | {"stateserver_tls_ca_certificate", "stateserver_tls_ca_key"}
+
+
+def test_an_unfilled_optional_input_is_injected_as_empty_text():
+    # AWX renders an input the credential does not hold as "" (shared/research/awx-jobs.md §2).
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    sample = {field["id"]: "x" if field["id"] in CREDENTIAL_TYPE["inputs"]["required"] else "" for field in FIELDS}
+    rendered = {var: env.from_string(template).render(**sample) for var, template in INJECTED.items()}
+    # internal/certificates.yml then passes neither to deployment_certificates (test_awx_jobs.py runs such a job).
+    assert rendered["stateserver_tls_ca_certificate"] == rendered["stateserver_tls_ca_key"] == ""
+
+
+def test_the_ca_inputs_are_multiline_and_the_key_is_secret():
+    fields = {field["id"]: field for field in FIELDS}
+    assert fields["stateserver_tls_ca_certificate"].get("multiline") is True
+    assert fields["stateserver_tls_ca_key"].get("multiline") is True
+    assert fields["stateserver_tls_ca_key"].get("secret") is True
 
 
 @pytest.mark.parametrize("name", sorted(SURVEYS))
