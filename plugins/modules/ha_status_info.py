@@ -213,22 +213,26 @@ rows:
       type: bool
       sample: true
     mongo_certificate_not_after:
+      returned: when O(tls) is true, or O(probe_api) with O(api_scheme=https)
       description:
         - When the certificate served at the row's address (its mongod) expires, ISO 8601 in UTC. Null without
           O(tls), or when no TLS handshake completed there (nothing listening, a member down).
       type: str
       sample: "2029-03-04T12:36:05+00:00"
     mongo_certificate_days_left:
+      returned: when O(tls) is true, or O(probe_api) with O(api_scheme=https)
       description: Days until RV(rows[].mongo_certificate_not_after), to two decimals; negative once it has expired.
       type: float
       sample: 824.99
     api_certificate_not_after:
+      returned: when O(tls) is true, or O(probe_api) with O(api_scheme=https)
       description:
         - When the certificate served at the machine's API address expires, ISO 8601 in UTC. Null unless
           O(probe_api) and O(api_scheme=https), or when no TLS handshake completed there.
       type: str
       sample: "2029-03-04T12:36:05+00:00"
     api_certificate_days_left:
+      returned: when O(tls) is true, or O(probe_api) with O(api_scheme=https)
       description: Days until RV(rows[].api_certificate_not_after), to two decimals; negative once it has expired.
       type: float
       sample: 824.99
@@ -513,7 +517,8 @@ def main() -> None:
         changed=False,
         answered=answered,
         initiated=config is not None,
-        rows=[{**row.as_dict(), **row.certificate_dict()} for row in rows],
+        # Without TLS, rows are as they always were: no certificate keys at all.
+        rows=[{**row.as_dict(), **(row.certificate_dict() if tls_used else {})} for row in rows],
         table=status_table(rows),
         records=record_dicts(records),
         record_problems=list(problems),
