@@ -355,7 +355,7 @@ def main() -> None:
             parts.append(f"certificates {action}: {', '.join(names)}")
     module.exit_json(changed=plan.ca == ISSUE or bool(changes), ca=dict(base["ca"], action=ca_action),
                      certificates=certificates, deployed=base["deployed"],
-                     msg="; ".join(parts) + (" (check mode: nothing written)" if module.check_mode else ""))
+                     msg="; ".join(parts) + (" (check mode: nothing made)" if module.check_mode else ""))
 
 
 if __name__ == "__main__":

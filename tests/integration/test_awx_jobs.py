@@ -306,11 +306,12 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
             assert made == (tmp_path / "machines" / name / "tls" / "mongod.pem").read_text()
         assert observed() == before
 
-        # A credential without the CA (its optional inputs left empty) on this TLS set: stopped, nothing made.
+        # A credential without the CA (its optional inputs left empty): stopped before a CA is looked for or made,
+        # as a first job would be (its CA would be deleted with the job's directory).
         tasks = job(tmp_path, 3, cluster, {"n": "3", "down_after": 60}, CREDENTIAL, host_vars)
         assert tasks["__job__"]["rc"] != 0
-        refused = tasks["Keep the deployment CA and a certificate for each state machine"]
-        assert refused["failed"] and refused["ca"]["action"] == "missing", refused
+        assert tasks["Stop an AWX job whose credential does not carry the deployment CA"]["failed"] is True
+        assert "Keep the deployment CA and a certificate for each state machine" not in tasks
         assert PLAN not in tasks and tasks["__job__"]["secrets_written"] == []
         assert observed() == before
     finally:
