@@ -417,8 +417,8 @@ def probe(api_addresses: list[str], mongo_addresses: list[str], params: dict,
     verified = None
     if params["api_scheme"] == "https":
         verified = ssl.create_default_context(cafile=params["api_ca_file"])
-    # A dead machine refuses or drops the connect: a second, as the seeds' probe gives it, then the handshake has
-    # what a member has to answer pymongo.
+    # The connect gets a second, as the seeds' probe gives it (a machine that is off never answers one); the
+    # handshake then gets what pymongo gives a member to answer.
     connect = min(PROBE_CONNECT_TIMEOUT, params["server_selection_timeout"])
     jobs = [(lambda a=a: probe_api(a, params["api_scheme"], params["api_timeout"], verified, reading))
             for a in api_addresses]
@@ -428,8 +428,9 @@ def probe(api_addresses: list[str], mongo_addresses: list[str], params: dict,
         return {}, {}
     with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
         results = list(pool.map(lambda job: job(), jobs))
-    answers = {a: ok for a, (ok, _) in zip(api_addresses, results)}
-    served = {a: t for a, (_, t) in zip([*api_addresses, *mongo_addresses], results) if t is not None}
+    answers = {address: answered for address, (answered, _not_after) in zip(api_addresses, results)}
+    served = {address: not_after for address, (_answered, not_after) in zip([*api_addresses, *mongo_addresses], results)
+              if not_after is not None}
     return answers, served
 
 
