@@ -24,39 +24,46 @@ pytestmark = pytest.mark.skipif(using_real_mongod(), reason="the certificates ar
 
 
 def x509_cluster(tmp_path: Path, n: int, mode: str = "x509", *, key_file: str | None = None,
-                 organizations: dict[int, str] | None = None, cluster_files: tuple[int, ...] = ()) -> Cluster:
+                 organizations: dict[int, str] | None = None,
+                 cluster_files: tuple[int, ...] = ()) -> tuple[Cluster, dict[str, str]]:
     """An unstarted requireTLS cluster in clusterAuthMode ``mode``; member i's certificate carries
     ``organizations[i]`` as O (default: the CA's usual one); members in ``cluster_files`` present a second
-    certificate (--tlsClusterFile) to their peers."""
+    certificate (--tlsClusterFile) to their peers. Returns the cluster and each member's mode by address, which
+    the next (re)start of that member takes."""
     c = Cluster(n, block="127.10", workdir=tmp_path / "cluster", key_file=key_file)
     ca = make_ca(tmp_path / "pki")
     args = {}
     for m in c.members:
         org = (organizations or {}).get(m.index)
         cert = ca.issue(f"member{m.index}", [m.ip], **({"organization": org} if org else {}))
-        args[m.address] = ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", cert, "--tlsCAFile", ca.path,
-                           "--clusterAuthMode", mode]
+        args[m.address] = ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", cert, "--tlsCAFile", ca.path]
         if m.index in cluster_files:
             args[m.address] += ["--tlsClusterFile", ca.issue(f"member{m.index}-cluster", [m.ip])]
+    modes = {m.address: mode for m in c.members}
     base = c.command_line
-    c.command_line = lambda m: base(m) + args[m.address]  # type: ignore[method-assign]
+    c.command_line = lambda m: [*base(m), *args[m.address], "--clusterAuthMode", modes[m.address]]  # type: ignore[method-assign]
     c.client_options = {"tls": True, "tlsCAFile": ca.path,
                         "tlsCertificateKeyFile": ca.issue("client", ["127.0.0.1"], organization="mongosim clients")}
     for m in c.members:
         m.client_options = dict(c.client_options)
-    return c
+    return c, modes
+
+
+def log_in_as_admin(c: Cluster) -> None:
+    """Create the first user through the localhost exception; every helper client logs in with it from now on."""
+    c.wait_for_primary(30).client().admin.command("createUser", "admin", pwd=PW, roles=["root"])
+    for options in [c.client_options] + [m.client_options for m in c.members]:
+        options.update(username="admin", password=PW, authSource="admin")
 
 
 def test_x509_set_elects_and_replicates_and_a_certificate_of_another_organization_cannot_join(tmp_path):
     # No keyFile anywhere: every heartbeat, vote and oplog fetch rides on an x509 member login.
-    c = x509_cluster(tmp_path, 4, organizations={3: "another organization"}, cluster_files=(2,))
+    c, _modes = x509_cluster(tmp_path, 4, organizations={3: "another organization"}, cluster_files=(2,))
     with c:
         c.start()
         c.initiate(members=[0, 1, 2])
+        log_in_as_admin(c)
         p = c.wait_for_primary(30)
-        p.client().admin.command("createUser", "admin", pwd=PW, roles=["root"])  # the localhost exception
-        for options in [c.client_options] + [m.client_options for m in c.members]:
-            options.update(username="admin", password=PW, authSource="admin")
         c.wait_for_states({m.index: "SECONDARY" for m in c.members[:3] if m is not p}, 30)
         c.client().app.things.insert_one({"_id": 1})
         c.wait_for(lambda: all(m.client().app.things.find_one({"_id": 1}) for m in c.members[:3]), 20,
@@ -91,7 +98,7 @@ def _key(tmp_path: Path) -> str:
                                                 ("x509", False)])
 def test_keyfile_member_login_is_refused_only_in_x509_mode(tmp_path, mode, accepted):
     key = _key(tmp_path)
-    c = x509_cluster(tmp_path, 1, mode, key_file=key)
+    c, _modes = x509_cluster(tmp_path, 1, mode, key_file=key)
     with c:
         c.start()
         m = c.members[0]
@@ -107,6 +114,35 @@ def test_keyfile_member_login_is_refused_only_in_x509_mode(tmp_path, mode, accep
                     client.admin.command("connectionStatus")
         finally:
             client.close()
+
+
+def test_one_rolling_restart_per_step_moves_a_keyfile_set_to_x509(tmp_path):
+    # The documented transition: keyFile -> sendKeyFile -> sendX509 -> x509, every member restarted once per step,
+    # the primary last; after each restart the set has a primary and every member is healthy again.
+    c, modes = x509_cluster(tmp_path, 3, "keyFile", key_file=_key(tmp_path))
+    with c:
+        c.start()
+        c.initiate()
+        log_in_as_admin(c)
+        rs = c.client()
+        rs.app.steps.insert_one({"_id": "keyFile"})
+
+        def healthy() -> bool:
+            members = rs.admin.command("replSetGetStatus")["members"]
+            return all(x["health"] == 1 and x["stateStr"] in ("PRIMARY", "SECONDARY") for x in members)
+
+        for step in ("sendKeyFile", "sendX509", "x509"):
+            primary = c.wait_for_primary(30)
+            for m in [m for m in c.members if m is not primary] + [primary]:
+                modes[m.address] = step
+                c.terminate(m)
+                c.start(m)
+                c.wait_for(healthy, 60, what=f"every member healthy after restarting {m.address} in {step}")
+            rs.app.steps.insert_one({"_id": step})
+        c.wait_for(lambda: all(m.client().app.steps.count_documents({}) == 4 for m in c.members), 20,
+                   what="every step's write on every member")
+        assert {m.client().admin.command("getCmdLineOpts")["parsed"]["security"]["clusterAuthMode"]
+                for m in c.members} == {"x509"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
