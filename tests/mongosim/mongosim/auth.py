@@ -26,6 +26,7 @@ resolved from the stored user document at every check, so updateUser/dropUser ta
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -257,11 +258,13 @@ class Security:
                 raise _refuse_start(f"Unable to acquire security key[s]: {e}") from e
         # The O/OU/DC of this member's own certificate: a peer certificate with the same set is a member.
         self.member_identity: frozenset[tuple[str, str]] = frozenset()
-        if self.tls.accepts_x509 and self.tls.certificate_key_file:
+        if self.tls.certificate_key_file:
             try:
                 self.member_identity = tls.certificate_file_identity(self.tls.certificate_key_file)
             except (OSError, ValueError, IndexError) as e:
-                raise _refuse_start(f"cannot read the certificate in {self.tls.certificate_key_file}: {e}") from e
+                if self.tls.accepts_x509:
+                    raise _refuse_start(f"cannot read the certificate in {self.tls.certificate_key_file}: {e}") from e
+                # Unused until a run-time move to sendKeyFile; the TLS layer reports a bad file at startup.
         self.authorization = authorization or self.key is not None or self.tls.sends_x509
         # The __system credentials, derived once per process from the shared key (fresh salt each start).
         self.internal_credentials = (
@@ -269,6 +272,25 @@ class Security:
             if self.key is not None else {})
         self._client_cache: dict = {}
         self._users_seen = False
+
+    def set_cluster_auth_mode(self, mode: Any) -> None:
+        """setParameter clusterAuthMode: mongod moves only one step forward at run time, and only to a mode that
+        accepts certificates when it connects to its peers over TLS. New member connections follow it."""
+        current = self.tls.cluster_auth_mode
+        if mode not in tls.CLUSTER_AUTH_MODES:
+            raise CommandError("BadValue", f"Invalid value for clusterAuthMode: {mode!r}; valid values are "
+                               f"{', '.join(tls.CLUSTER_AUTH_MODES)}")
+        if mode == current:
+            return
+        order = tls.CLUSTER_AUTH_MODES
+        if order.index(mode) != order.index(current) + 1:
+            raise CommandError("BadValue", f"Illegal state transition for clusterAuthMode, change from {current} to "
+                               f"{mode}")
+        if not self.tls.outbound:
+            raise CommandError("BadValue", "Illegal state transition for clusterAuthMode, need to enable SSL for "
+                               "outgoing connections")
+        self.tls = dataclasses.replace(self.tls, cluster_auth_mode=mode)
+        log.info("clusterAuthMode changed from %s to %s", current, mode)
 
     # ---- users (this member's copy of admin.system.users) -----------------------------------------
 

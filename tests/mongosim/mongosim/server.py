@@ -374,7 +374,8 @@ class Server:
 
     async def get_parameter(self, conn: Connection, db: str, body: dict) -> dict:
         params = {"enableTestCommands": self.opts.test_commands, "featureCompatibilityVersion": {"version": "7.0"},
-                  "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"], **self.opts.parameters}
+                  "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"], **self.opts.parameters,
+                  "clusterAuthMode": self.security.tls.cluster_auth_mode}
         if body.get("getParameter") == "*" or body.get("allParameters"):
             return {**params, "ok": 1.0}
         out = {k: v for k, v in params.items() if k in body}
@@ -383,8 +384,10 @@ class Server:
         return {**out, "ok": 1.0}
 
     async def set_parameter(self, conn: Connection, db: str, body: dict) -> dict:
+        if "clusterAuthMode" in body:
+            self.security.set_cluster_auth_mode(body["clusterAuthMode"])
         for k, v in body.items():
-            if k not in ("setParameter", "$db", "lsid", "$clusterTime", "$readPreference"):
+            if k not in ("setParameter", "$db", "lsid", "$clusterTime", "$readPreference", "clusterAuthMode"):
                 self.opts.parameters[k] = v
         return {"ok": 1.0}
 

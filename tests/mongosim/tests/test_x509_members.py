@@ -116,6 +116,34 @@ def test_keyfile_member_login_is_refused_only_in_x509_mode(tmp_path, mode, accep
             client.close()
 
 
+def test_set_parameter_moves_the_mode_one_step_forward_only(tmp_path):
+    key = _key(tmp_path)
+    c, _modes = x509_cluster(tmp_path, 1, "keyFile", key_file=key)
+    with c:
+        c.start()
+        m = c.members[0]
+        keyfile_login = {"username": "__system", "password": Path(key).read_text(), "authSource": "local",
+                         "authMechanism": "SCRAM-SHA-256"}
+        admin = m.client(**keyfile_login).admin
+        with pytest.raises(OperationFailure, match="Illegal state transition for clusterAuthMode, change from "
+                                                   "keyFile to x509"):
+            admin.command("setParameter", 1, clusterAuthMode="x509")
+        for step in ("sendKeyFile", "sendX509", "x509"):
+            admin.command("setParameter", 1, clusterAuthMode=step)
+            assert admin.command("getParameter", 1, clusterAuthMode=1)["clusterAuthMode"] == step
+        with pytest.raises(OperationFailure, match="change from x509 to keyFile"):
+            admin.command("setParameter", 1, clusterAuthMode="keyFile")
+        # A new keyfile login is refused now; the open connection stays logged in.
+        with pytest.raises(OperationFailure, match="Authentication failed"):
+            m.client(**keyfile_login).admin.command("connectionStatus")
+
+    plain = Cluster(1, block="127.10", workdir=tmp_path / "plain")
+    with plain:
+        plain.start()
+        with pytest.raises(OperationFailure, match="need to enable SSL for outgoing connections"):
+            plain.members[0].client().admin.command("setParameter", 1, clusterAuthMode="sendKeyFile")
+
+
 def test_one_rolling_restart_per_step_moves_a_keyfile_set_to_x509(tmp_path):
     # The documented transition: keyFile -> sendKeyFile -> sendX509 -> x509, every member restarted once per step,
     # the primary last; after each restart the set has a primary and every member is healthy again.
