@@ -25,10 +25,10 @@ description:
   - A certificate is also issued again, with a new key, under the same CA when it has expired, when fewer than
     O(renew_before_days) days are left, or always with O(renew=true) (C(playbooks/rotate-certificates.yml) uses
     these and then installs the new certificates one machine at a time).
-  - The operator's own CA can be given instead (O(ca_certificate), O(ca_key)), as an AWX job's credential does: every
+  - The operator's own CA can be given instead (O(ca_certificate), O(ca_key)), as an AWX job's credential does, since every
     job there starts with an empty secrets directory. It is written to V(ca.crt) and V(ca.key) when they are not
-    there, and used. When the directory holds another CA the task fails and changes nothing: that CA may have signed
-    the running members' certificates, so it is never replaced silently.
+    there, and used. When the directory holds another CA the task fails and changes nothing, because that CA may have
+    signed the running members' certificates, so it is never replaced silently.
   - A machine whose certificate is not on the controller keeps the one it holds (O(held)) when that one would be
     reused had it been on the controller (key matching, signed by the CA, exactly the right names, not due). It is
     written to V(certs/<machine>.crt) and V(certs/<machine>.key) as it is, so the roles install the very file the
@@ -146,7 +146,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - Decides as a real run does and makes nothing: no CA, no key, no certificate. It does write the CA given in
+      - Decides as a real run does and makes no CA, no key and no certificate. It does write the CA given in
         O(ca_certificate) and the certificates it adopts from O(held) when they are not in O(secrets_dir) yet,
         because they already exist (in the variables, on the machines) and the plays that follow read them from
         there; writing them changes nothing in the deployment.

@@ -109,7 +109,7 @@ def test_an_unfilled_optional_input_is_injected_as_empty_text():
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
     sample = {field["id"]: "x" if field["id"] in CREDENTIAL_TYPE["inputs"]["required"] else "" for field in FIELDS}
     rendered = {var: env.from_string(template).render(**sample) for var, template in INJECTED.items()}
-    # internal/certificates.yml then passes neither to deployment_certificates (test_awx_jobs.py runs such a job).
+    # internal/certificates.yml takes empty text as not given (test_awx_jobs.py runs a TLS job with such a credential).
     assert rendered["stateserver_tls_ca_certificate"] == rendered["stateserver_tls_ca_key"] == ""
 
 
