@@ -184,7 +184,7 @@ def test_mongod_conf_turns_ipv6_on_exactly_when_it_binds_an_ipv6_address(tmp_pat
     run = run_tasks(tmp_path, [{
         "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.template', template_path) }}"},
         "vars": {"mongod_bind_address": bind, "mongod_bind_extra": extra, "mongod_port": 37017, "mongod_dbpath": "/d",
-                 "mongod_logpath": "/l", "__mongod_replset_name": SET_NAME, "mongod_keyfile_path": "/k",
+                 "mongod_logpath": "/l", "__mongod_replset_name": SET_NAME, "mongod_keyfile_path": "/k", "mongod_tls": False,
                  "template_path": str(template)},
     }])
     conf = yaml.safe_load(run[0]["msg"])

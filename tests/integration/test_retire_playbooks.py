@@ -40,7 +40,8 @@ def inventory(cluster: Cluster, workdir: Path, machines: Path | None = None) -> 
     # Every secret of the deployment, as an operator's vault gives them: the playbooks resolve them before any host.
     # The simulator members serve plain TCP: the documented opt-out (TLS runs are test_mongod_tls.py's).
     lines += ["", "[state_machines:vars]", "stateserver_tls=false", f"mongod_admin_password={PASSWORD}",
-              "mongod_keyfile_content=cmV0aXJlLXRlc3Qta2V5ZmlsZS0wMTIzNDU2Nzg5", "state_machine_api_token=retire-test-token"]
+              "mongod_keyfile_content=cmV0aXJlLXRlc3Qta2V5ZmlsZS0wMTIzNDU2Nzg5", "state_machine_api_token=retire-test-token",
+              "api_server_mongo_password=retire-test-api-mongo-password"]
     path = workdir / "hosts.ini"
     path.write_text("\n".join(lines) + "\n")
     return path
