@@ -98,8 +98,8 @@ options:
   operator_certificates:
     description:
       - The certificate and unencrypted private key of every machine in O(machines), as PEM text, by machine name,
-        each a dictionary with the keys V(certificate) and V(key), when the operator's CA issues them. Entries of machines not in
-        O(machines) are ignored. Never logged.
+        each a dictionary with the keys V(certificate) and V(key), when the operator's CA issues them. Entries of
+        machines not in O(machines) are ignored. Never logged.
       - Needs the CA that signed them, in O(ca_certificate) or as V(ca.crt) in O(secrets_dir); its key is not
         needed. The CA must have signed each certificate itself (no intermediate CA in between).
     type: dict
@@ -221,7 +221,8 @@ certificates:
   description:
     - For each machine, its files, the subject alternative names it must carry, what was done (V(reused),
       V(adopted) from O(held), V(issued), V(reissued), V(given) from O(operator_certificates)), and when the
-      certificate now in its file expires (ISO 8601, UTC; null when there is none yet). In check mode the action is what a real run would do and the files are the ones already there.
+      certificate now in its file expires (ISO 8601, UTC; null when there is none yet). In check mode the action
+      is what a real run would do and the files are the ones already there.
   returned: success
   type: dict
   sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
