@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from playbook import REPO, ansible_env, run_tasks
+from test_retire_playbooks import RECORDER
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -140,3 +141,42 @@ def test_operator_certificates_are_installed_as_given_and_a_wrong_one_stops_ever
         "sm2": "the given certificate lacks the subject alternative names IP:192.0.2.32"}, result
     assert "sm2: the given certificate lacks" in result["msg"]
     assert not (tmp_path / "wrong" / "inventory" / "stateserver-secrets").exists()
+
+
+def test_a_rotate_job_reads_the_set_with_the_ca_its_credential_gives(tmp_path):
+    """An AWX job's directory is new: rotate-certificates.yml stores the credential's CA before it reads the set,
+    so the read verifies with it and fails only on what the set says (here: nothing answers), not on a missing
+    ca.crt. Nothing runs on the machines: the set is absent, and the play stops before any change."""
+    ca = corporate_ca()
+    ca_pem, ca_key_pem = _pem(*ca)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    (inventory / "hosts.ini").write_text("[state_machines]\n" + "".join(
+        f"sm{i} ansible_host=127.42.0.{i} mongod_port=1 ansible_connection=local\n" for i in (1, 2, 3)))
+    # The credential's extra vars, as AWX injects them (tests/integration/test_awx_jobs.py has the full job).
+    (tmp_path / "extra.json").write_text(json.dumps({
+        "awx_job_id": 7, "mongod_admin_password": "rotate-pw", "mongod_keyfile_content": "k" * 64,
+        "state_machine_api_token": "t" * 32, "api_server_mongo_password": "rotate-api-pw",
+        "stateserver_tls_ca_certificate": ca_pem, "stateserver_tls_ca_key": ca_key_pem,
+        "ansible_python_interpreter": sys.executable}))
+    plugins = tmp_path / "callbacks"
+    plugins.mkdir()
+    (plugins / "record.py").write_text(RECORDER)
+    results = tmp_path / "results.jsonl"
+    env = ansible_env(tmp_path / "ansible-home")
+    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory / "hosts.ini"),
+                           "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / "rotate-certificates.yml")],
+                          env=env, capture_output=True, text=True, timeout=240, check=False, cwd=str(tmp_path))
+    assert proc.returncode != 0 and results.exists(), proc.stdout + proc.stderr
+    on_controller = {e["task"]: e["result"] for e in map(json.loads, results.read_text().splitlines())
+                     if e["host"] == "localhost"}
+    assert on_controller["Store the deployment CA given in variables"]["ca"]["action"] == "given", on_controller
+    # The set was read (with the stored CA) and found absent; the play stopped at the health check, before any change.
+    read = on_controller["Read the replica set and the machine records"]
+    assert not read.get("failed") and read["initiated"] is False, read
+    check = on_controller["Check that every member is healthy and in the inventory before any restart"]
+    assert check["failed"] and check["msg"].startswith("The replica set does not exist or does not answer."), check
+    secrets = inventory / "stateserver-secrets"
+    assert (secrets / "ca.crt").read_text() == ca_pem and (secrets / "ca.key").read_text() == ca_key_pem
+    assert not (secrets / "certs").exists()
