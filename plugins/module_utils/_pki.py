@@ -49,6 +49,7 @@ REUSE, ISSUE, REISSUE, ADOPT = "reused", "issued", "reissued", "adopted"
 # Every machine's certificate names its loopback too: the mongod role's own client (mongod_member) reaches its
 # member through 127.0.0.1, where the localhost exception applies, and verifies the name it connected to.
 LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
+USAGES = frozenset({"serverAuth", "clientAuth"})
 
 
 @dataclass
@@ -114,6 +115,7 @@ class GivenCertificate:
     sans: frozenset
     not_after: datetime.datetime
     signed: bool  # by the given CA
+    usages: frozenset | None = None  # its extended key usages ("serverAuth", "clientAuth"); None: no limit
 
 
 def given_problems(wanted: dict[str, frozenset], given: dict[str, GivenCertificate], now: datetime.datetime
@@ -135,6 +137,10 @@ def given_problems(wanted: dict[str, frozenset], given: dict[str, GivenCertifica
                               + ", ".join(sorted(sans - cert.sans)))
         elif cert.not_after <= now:
             problems[name] = f"the given certificate expired at {cert.not_after.isoformat()}"
+        elif cert.usages is not None and not USAGES <= cert.usages:
+            # mongod presents its certificate to its peers as a client too; they refuse one without clientAuth.
+            problems[name] = ("the given certificate's extended key usage lacks "
+                              + " and ".join(sorted(USAGES - cert.usages)))
     return problems
 
 
@@ -277,7 +283,13 @@ def held_on_host(pem: str, ca_cert):
 def given_certificate(cert_pem: str, key_pem: str, ca_cert) -> GivenCertificate:
     """The facts of a machine certificate given as PEM text, or ValueError saying what is wrong with the text."""
     cert, _key = load_pair(cert_pem, key_pem)
-    return GivenCertificate(certificate_sans(cert), expiry(cert), signed_by(cert, ca_cert))
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        usages = frozenset(name for name, oid in (("serverAuth", ExtendedKeyUsageOID.SERVER_AUTH),
+                                                  ("clientAuth", ExtendedKeyUsageOID.CLIENT_AUTH)) if oid in eku)
+    except x509.ExtensionNotFound:
+        usages = None
+    return GivenCertificate(certificate_sans(cert), expiry(cert), signed_by(cert, ca_cert), usages)
 
 
 def load_given_ca(cert_pem: str, key_pem: str):

@@ -32,8 +32,9 @@ description:
   - A site whose CA never hands out its key gives the CA certificate (O(ca_certificate) without O(ca_key), or
     V(ca.crt) already in O(secrets_dir)) and each machine's certificate and key (O(operator_certificates)). Then
     nothing is ever issued, O(renew), O(renew_before_days) and O(held) do not apply, and each machine's given
-    certificate is used when its key matches, the CA signed it directly, it has not expired and it names at least
-    the names a certificate of this module carries (other names are allowed, as a corporate CA may add some).
+    certificate is used when its key matches, the CA signed it directly, it has not expired, its extended key
+    usage (if it has one) allows both server and client use, and it names at least the names a certificate of this
+    module carries (other names are allowed, as a corporate CA may add some).
     They are written to V(certs/<machine>.crt) and V(certs/<machine>.key) byte for byte (with one final newline),
     so the roles install exactly the operator's files. A machine without a usable certificate fails the task,
     which names each such machine and what is wrong, and writes nothing.

@@ -274,6 +274,11 @@ LOOP = machine_sans(["192.0.2.11:37017"])
     ({"sm1": A}, {"sm1": GivenCertificate(A, NOW, True)},
      {"sm1": f"the given certificate expired at {NOW.isoformat()}"}),
     ({"sm1": A, "sm2": B}, {"sm1": GivenCertificate(A, FRESH, True)}, {"sm2": "no certificate is given"}),
+    # Extended key usages, when the certificate limits them, must allow both directions.
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True, frozenset({"serverAuth", "clientAuth", "codeSigning"}))},
+     {}),
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True, frozenset({"serverAuth"}))},
+     {"sm1": "the given certificate's extended key usage lacks clientAuth"}),
     # A certificate for a machine that is not wanted (a spare during a rotation) is no problem.
     ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True), "sm9": GivenCertificate(B, NOW, False)}, {}),
 ])
@@ -285,7 +290,8 @@ def test_a_given_certificate_is_read_with_its_key_and_checked_against_the_given_
     ca_cert, ca_key = new_ca("corporate")
     cert, key = new_certificate(ca_cert, ca_key, "sm1", LOOP | B)
     cert_pem, key_pem = pem(cert, key)
-    assert given_certificate(cert_pem, key_pem, ca_cert) == GivenCertificate(LOOP | B, expiry(cert), True)
+    assert given_certificate(cert_pem, key_pem, ca_cert) == GivenCertificate(LOOP | B, expiry(cert), True,
+                                                                            frozenset({"serverAuth", "clientAuth"}))
     assert given_certificate(cert_pem, key_pem, new_ca("other")[0]).signed is False
     other_key = pem(cert, new_certificate(ca_cert, ca_key, "sm1", LOOP)[1])[1]
     with pytest.raises(ValueError, match="is not the certificate's"):
