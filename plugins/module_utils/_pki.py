@@ -13,6 +13,9 @@ A certificate the machine itself holds is adopted, when the controller has none,
 controller one: a new controller (an AWX job's private data directory) then reissues nothing and restarts nothing.
 The rest is the `cryptography` work and the files. The operator's own CA, given as PEM text, is stored there too,
 and never over another CA (the running members trust the one that signed their certificates).
+A site whose CA never hands out its key gives the CA certificate and each machine's certificate and key instead:
+`given_problems` says what keeps each given certificate from being used (the same rule as a kept one, except that
+extra names are allowed, since a corporate CA may add its own); nothing is issued then.
 
 Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key; directories 0700, keys 0600.
 """
@@ -46,6 +49,7 @@ REUSE, ISSUE, REISSUE, ADOPT = "reused", "issued", "reissued", "adopted"
 # Every machine's certificate names its loopback too: the mongod role's own client (mongod_member) reaches its
 # member through 127.0.0.1, where the localhost exception applies, and verifies the name it connected to.
 LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
+USAGES = frozenset({"serverAuth", "clientAuth"})
 
 
 @dataclass
@@ -102,6 +106,42 @@ def plan_certificates(ca_present: bool, deployed: bool, wanted: dict[str, frozen
 
 def _keeps(cert: HeldCertificate, sans: frozenset, renewal: Renewal) -> bool:
     return cert.sans == sans and not renewal.due(cert.not_after)
+
+
+@dataclass(frozen=True)
+class GivenCertificate:
+    """What the decision needs to know of a certificate the operator gave for a machine (its key matched)."""
+
+    sans: frozenset
+    not_after: datetime.datetime
+    signed: bool  # by the given CA
+    usages: frozenset | None = None  # its extended key usages ("serverAuth", "clientAuth"); None: no limit
+
+
+def given_problems(wanted: dict[str, frozenset], given: dict[str, GivenCertificate], now: datetime.datetime
+                   ) -> dict[str, str]:
+    """machine -> what is wrong with the certificate the operator gave for it, for every machine that cannot use
+    its own; {} when all can. wanted: machine -> the SANs it must carry; given: the certificates that parsed with a
+    matching key (a machine of `wanted` missing here has none). Extra SANs are fine: a corporate CA may add names,
+    and clients only need theirs to be present. Nothing can be issued without the CA's key, so a missing or unusable
+    certificate is an error, never a reason to make one."""
+    problems = {}
+    for name, sans in sorted(wanted.items()):
+        cert = given.get(name)
+        if cert is None:
+            problems[name] = "no certificate is given"
+        elif not cert.signed:
+            problems[name] = "the given CA did not sign the given certificate"
+        elif not sans <= cert.sans:
+            problems[name] = ("the given certificate lacks the subject alternative names "
+                              + ", ".join(sorted(sans - cert.sans)))
+        elif cert.not_after <= now:
+            problems[name] = f"the given certificate expired at {cert.not_after.isoformat()}"
+        elif cert.usages is not None and not USAGES <= cert.usages:
+            # mongod presents its certificate to its peers as a client too; they refuse one without clientAuth.
+            problems[name] = ("the given certificate's extended key usage lacks "
+                              + " and ".join(sorted(USAGES - cert.usages)))
+    return problems
 
 
 def host_of(address: str) -> str:
@@ -240,16 +280,42 @@ def held_on_host(pem: str, ca_cert):
     return HeldCertificate(certificate_sans(cert), expiry(cert)), blocks["certificate"], blocks["key"]
 
 
+def given_certificate(cert_pem: str, key_pem: str, ca_cert) -> GivenCertificate:
+    """The facts of a machine certificate given as PEM text, or ValueError saying what is wrong with the text."""
+    cert, _key = load_pair(cert_pem, key_pem)
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        usages = frozenset(name for name, oid in (("serverAuth", ExtendedKeyUsageOID.SERVER_AUTH),
+                                                  ("clientAuth", ExtendedKeyUsageOID.CLIENT_AUTH)) if oid in eku)
+    except x509.ExtensionNotFound:
+        usages = None
+    return GivenCertificate(certificate_sans(cert), expiry(cert), signed_by(cert, ca_cert), usages)
+
+
 def load_given_ca(cert_pem: str, key_pem: str):
     """(certificate, key) of the operator's CA given as PEM text, or ValueError saying what is wrong."""
     cert, key = load_pair(cert_pem, key_pem)
+    return check_ca(cert), key
+
+
+def load_given_ca_certificate(cert_pem: str):
+    """The operator's CA certificate given without its key, or ValueError saying what is wrong."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        raise ValueError("is not a PEM certificate") from None
+    return check_ca(cert)
+
+
+def check_ca(cert):
+    """The certificate when it may sign others (basicConstraints CA:TRUE), else ValueError."""
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     if not is_ca:
         raise ValueError("is not a CA certificate (basicConstraints CA:TRUE)")
-    return cert, key
+    return cert
 
 
 class PkiDirError(Exception):
@@ -283,6 +349,14 @@ class PkiDir:
             raise PkiDirError(f"{self.ca_key_path} is not the key of {self.ca_cert_path}")
         return cert, key
 
+    def load_ca_certificate(self):
+        """ca.crt alone (an operator's CA whose key is not given), or PkiDirError."""
+        try:
+            with open(self.ca_cert_path, "rb") as handle:
+                return check_ca(x509.load_pem_x509_certificate(handle.read()))
+        except (OSError, ValueError) as exc:
+            raise PkiDirError(f"cannot use the CA certificate {self.ca_cert_path}: {exc}") from None
+
     def held(self, machine: str, ca_cert) -> HeldCertificate | None:
         """The machine's certificate when it and its key exist and the CA signed it, else None."""
         cert_path, key_path = self.machine_paths(machine)
@@ -300,9 +374,10 @@ class PkiDir:
     def has_files(self, machine: str) -> bool:
         return any(os.path.exists(p) for p in self.machine_paths(machine))
 
-    def given_ca_stored(self, cert, key) -> bool:
-        """Whether the given CA is already the one in the directory, both files (False when either is missing). A
-        different CA there is an error: it may have signed the running members' certificates."""
+    def given_ca_stored(self, cert, key=None) -> bool:
+        """Whether the given CA is already the one in the directory, both files (False when either is missing; only
+        ca.crt when its key is not given). A different CA there is an error: it may have signed the running members'
+        certificates."""
         try:
             with open(self.ca_cert_path, "rb") as handle:
                 cert_same = x509.load_pem_x509_certificate(handle.read()) == cert
@@ -310,14 +385,16 @@ class PkiDir:
             cert_same = None
         except (OSError, ValueError, TypeError):
             cert_same = False
-        try:
-            with open(self.ca_key_path, "rb") as handle:
-                disk_key = serialization.load_pem_private_key(handle.read(), password=None)
-            key_same = disk_key.public_key().public_numbers() == key.public_key().public_numbers()
-        except FileNotFoundError:
-            key_same = None
-        except (OSError, ValueError, TypeError):
-            key_same = False
+        key_same = True  # the certificate alone is given: it is the one compared
+        if key is not None:
+            try:
+                with open(self.ca_key_path, "rb") as handle:
+                    disk_key = serialization.load_pem_private_key(handle.read(), password=None)
+                key_same = disk_key.public_key().public_numbers() == key.public_key().public_numbers()
+            except FileNotFoundError:
+                key_same = None
+            except (OSError, ValueError, TypeError):
+                key_same = False
         if False in (cert_same, key_same):
             raise PkiDirError(
                 f"The CA given in variables is not the CA in {self.path} (ca.crt, ca.key), which may have signed the "
@@ -331,14 +408,16 @@ class PkiDir:
                        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()))
 
-    def write_pem(self, cert_path: str, key_path: str, cert_pem: bytes, key_pem: bytes) -> None:
+    def write_pem(self, cert_path: str, key_path: str, cert_pem: bytes, key_pem: bytes | None) -> None:
         """write() for PEM text as it is (an adopted or given pair keeps its exact bytes, so the copy a role
-        makes of it on the host is the file the host already has)."""
+        makes of it on the host is the file the host already has). Without key_pem, the certificate alone."""
         try:
             os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
             os.chmod(os.path.dirname(key_path), 0o700)
             for path, data, mode in ((key_path, key_pem, 0o600), (cert_path, cert_pem, 0o644)):
+                if data is None:
+                    continue
                 tmp = path + ".new"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
                 with os.fdopen(fd, "wb") as handle:

@@ -29,6 +29,15 @@ description:
     job there starts with an empty secrets directory. It is written to V(ca.crt) and V(ca.key) when they are not
     there, and used. When the directory holds another CA the task fails and changes nothing, because that CA may have
     signed the running members' certificates, so it is never replaced silently.
+  - A site whose CA never hands out its key gives the CA certificate (O(ca_certificate) without O(ca_key), or
+    V(ca.crt) already in O(secrets_dir)) and each machine's certificate and key (O(operator_certificates)). Then
+    nothing is ever issued, O(renew), O(renew_before_days) and O(held) do not apply, and each machine's given
+    certificate is used when its key matches, the CA signed it directly, it has not expired, its extended key
+    usage (if it has one) allows both server and client use, and it names at least the names a certificate of this
+    module carries (other names are allowed, as a corporate CA may add some).
+    They are written to V(certs/<machine>.crt) and V(certs/<machine>.key) byte for byte (with one final newline),
+    so the roles install exactly the operator's files. A machine without a usable certificate fails the task,
+    which names each such machine and what is wrong, and writes nothing.
   - A machine whose certificate is not on the controller keeps the one it holds (O(held)) when that one would be
     reused had it been on the controller (key matching, signed by the CA, exactly the right names, not due). It is
     written to V(certs/<machine>.crt) and V(certs/<machine>.key) as it is, so the roles install the very file the
@@ -79,13 +88,23 @@ options:
   ca_certificate:
     description:
       - The deployment's CA certificate as PEM text, when the operator gives it (for example from an AWX
-        credential) instead of keeping V(ca.crt) in O(secrets_dir). Needs O(ca_key).
+        credential) instead of keeping V(ca.crt) in O(secrets_dir). Needs O(ca_key), unless
+        O(operator_certificates) are given (a CA whose key the operator does not have).
       - It must be a CA certificate (basic constraints CA:TRUE) whose key is O(ca_key).
     type: str
   ca_key:
     description:
       - The unencrypted PEM private key of O(ca_certificate). Never logged.
     type: str
+  operator_certificates:
+    description:
+      - The certificate and unencrypted private key of every machine in O(machines), as PEM text, by machine name,
+        each a dictionary with the keys V(certificate) and V(key), when the operator's CA issues them. Entries of
+        machines not in O(machines) are ignored. Never logged.
+      - Needs the CA that signed them, in O(ca_certificate) or as V(ca.crt) in O(secrets_dir); its key is not
+        needed. The CA must have signed each certificate itself (no intermediate CA in between).
+    type: dict
+    default: {}
   held:
     description:
       - For machines whose certificate is not on the controller, the certificate and key each one holds, as one
@@ -149,14 +168,14 @@ attributes:
       - Decides as a real run does and makes no CA, no key and no certificate. It does write the CA given in
         O(ca_certificate) and the certificates it adopts from O(held) when they are not in O(secrets_dir) yet,
         because they already exist (in the variables, on the machines) and the plays that follow read them from
-        there; writing them changes nothing in the deployment.
+        there; writing them changes nothing in the deployment. The same holds for O(operator_certificates).
   diff_mode:
     support: none
   idempotent:
     support: partial
     details:
       - With O(renew=true), or O(renew_before_days) at least the days a certificate has left, every run issues
-        certificates again.
+        certificates again (not with O(operator_certificates), which never issue).
 seealso:
   - module: stateserver.ha.deployment_secrets
 """
@@ -173,6 +192,16 @@ EXAMPLES = r"""
     secrets_dir: "{{ inventory_dir }}/stateserver-secrets"
     machines: "{{ __ha_pool }}"
     renew_before_days: 30
+
+- name: Use the certificates the corporate CA issued (its key stays with the CA)
+  stateserver.ha.deployment_certificates:
+    secrets_dir: "{{ inventory_dir }}/stateserver-secrets"
+    machines: "{{ __ha_pool }}"
+    ca_certificate: "{{ lookup('ansible.builtin.file', 'pki/corporate-ca.crt') }}"
+    operator_certificates:
+      sm1:
+        certificate: "{{ lookup('ansible.builtin.file', 'pki/sm1.crt') }}"
+        key: "{{ lookup('ansible.builtin.file', 'pki/sm1.key') }}"
 """
 
 RETURN = r"""
@@ -183,8 +212,8 @@ changed:
   sample: true
 ca:
   description:
-    - The CA's files and what was done with it (V(reused), V(issued), V(given) when it came from O(ca_certificate),
-      or V(missing) when the task failed).
+    - The CA's files and what was done with it (V(reused), V(issued), V(given) when it came from O(ca_certificate)
+      or the task uses O(operator_certificates), or V(missing) when the task failed).
   returned: always
   type: dict
   sample: {"action": "reused", "certificate": "/srv/prod/stateserver-secrets/ca.crt",
@@ -192,14 +221,21 @@ ca:
 certificates:
   description:
     - For each machine, its files, the subject alternative names it must carry, what was done (V(reused),
-      V(adopted) from O(held), V(issued), V(reissued)), and when the certificate now in its file expires (ISO 8601, UTC; null when there is
-      none yet). In check mode the action is what a real run would do and the files are the ones already there.
+      V(adopted) from O(held), V(issued), V(reissued), V(given) from O(operator_certificates)), and when the
+      certificate now in its file expires (ISO 8601, UTC; null when there is none yet). In check mode the action
+      is what a real run would do and the files are the ones already there.
   returned: success
   type: dict
   sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
                    "key": "/srv/prod/stateserver-secrets/certs/sm1.key",
                    "sans": ["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.11"],
                    "not_after": "2029-03-05T12:00:00+00:00"}}
+problems:
+  description:
+    - When O(operator_certificates) cannot all be used, what is wrong with each machine's, by machine name.
+  returned: failure with O(operator_certificates)
+  type: dict
+  sample: {"sm2": "the given certificate lacks the subject alternative names IP:192.0.2.12"}
 deployed:
   description: Whether a member answered C(hello) as initiated; null when the CA was there and no seed was asked.
   returned: always
@@ -224,8 +260,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     PkiDir,
     PkiDirError,
     Renewal,
+    given_certificate,
+    given_problems,
     held_on_host,
     load_given_ca,
+    load_given_ca_certificate,
     machine_sans,
     new_ca,
     new_certificate,
@@ -239,6 +278,8 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSetError,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import PROBE_OPTIONS, answering_members
+
+GIVEN = "given"
 
 
 def machines_problem(machines: list) -> str | None:
@@ -257,6 +298,69 @@ def machines_problem(machines: list) -> str | None:
     return None
 
 
+def use_operator_certificates(module: AnsibleModule, pki: PkiDir, given, wanted: dict, base: dict) -> None:
+    """Keep the certificates the operator gave, one per machine, or fail naming each machine that cannot use its
+    own, writing nothing. Never issues: the CA's key is the operator's. Exits the module."""
+    params = module.params
+    try:
+        ca_cert = given[0] if given else pki.load_ca_certificate()
+    except PkiDirError as exc:
+        module.fail_json(msg=f"operator_certificates needs the CA that signed them, in ca_certificate or in "
+                             f"{pki.ca_cert_path} ({exc}); nothing was changed", **base)
+    texts, facts, problems = {}, {}, {}
+    # Entries of machines not in `machines` are left alone: a rotation passes only the members.
+    for name in wanted:
+        entry = params["operator_certificates"].get(name)
+        if entry is None:
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("certificate"), str)
+                and isinstance(entry.get("key"), str)):
+            problems[name] = "its entry is not {certificate: PEM text, key: PEM text}"
+            continue
+        # One newline at the end, as a PEM file has it (a variable's template may have dropped it).
+        cert_pem, key_pem = (entry[part].strip() + "\n" for part in ("certificate", "key"))
+        try:
+            facts[name] = given_certificate(cert_pem, key_pem, ca_cert)
+        except ValueError as exc:
+            problems[name] = f"the given certificate {exc}"
+            continue
+        texts[name] = (cert_pem.encode(), key_pem.encode())
+    problems.update(given_problems({n: s for n, s in wanted.items() if n not in problems}, facts, utc_now()))
+    if problems:
+        module.fail_json(
+            msg=("The certificates given in operator_certificates cannot all be used, so nothing was written. "
+                 + "; ".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
+                 + ". Each machine needs its own certificate and key, signed by the given CA and naming at least "
+                 "the hosts of its addresses, 127.0.0.1 and localhost."),
+            **{**base, "ca": {**base["ca"], "action": "given"}, "problems": problems})
+    # Written under --check too, like an adopted certificate: they exist already (in the variables) and the plays
+    # that follow read them from these files. The deployment itself is unchanged: no change is reported.
+    try:
+        if given and not pki.given_ca_stored(*given):
+            pki.write_pem(pki.ca_cert_path, pki.ca_key_path, params["ca_certificate"].strip().encode() + b"\n",
+                          params["ca_key"].strip().encode() + b"\n" if params["ca_key"] else None)
+        for name, (cert_pem, key_pem) in texts.items():
+            paths = pki.machine_paths(name)
+            if read_bytes(paths[0]) != cert_pem or read_bytes(paths[1]) != key_pem:
+                pki.write_pem(*paths, cert_pem, key_pem)
+    except PkiDirError as exc:
+        module.fail_json(msg=str(exc), **base)
+    certificates = {name: {"action": GIVEN, "certificate": pki.machine_paths(name)[0],
+                           "key": pki.machine_paths(name)[1], "sans": sorted(wanted[name]),
+                           "not_after": facts[name].not_after.isoformat()} for name in sorted(wanted)}
+    names = ", ".join(sorted(wanted))
+    module.exit_json(changed=False, ca=dict(base["ca"], action=GIVEN), certificates=certificates, deployed=None,
+                     msg=f"CA given; certificates given: {names}" if names else "CA given")
+
+
+def read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
 def main() -> None:
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
@@ -272,9 +376,10 @@ def main() -> None:
         ca_certificate={"type": "str"},
         ca_key={"type": "str", "no_log": True},
         held={"type": "dict", "default": {}, "no_log": True},
+        operator_certificates={"type": "dict", "default": {}, "no_log": True},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_together=[("ca_certificate", "ca_key")])
+                           required_by={"ca_key": "ca_certificate"})
     params = module.params
     base = {"changed": False, "ca": {}, "deployed": None}
     problem = machines_problem(params["machines"]) or check_connection(params)
@@ -285,16 +390,24 @@ def main() -> None:
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR, **base)
 
+    operator = params["operator_certificates"]
+    if params["ca_certificate"] and not params["ca_key"] and not operator:
+        module.fail_json(msg="ca_certificate without ca_key needs operator_certificates (without the CA's key no "
+                             "certificate can be issued); nothing was changed", **base)
     given = None
-    if params["ca_certificate"] or params["ca_key"]:
+    if params["ca_certificate"]:
         try:
-            given = load_given_ca(params["ca_certificate"], params["ca_key"])
+            given = (load_given_ca(params["ca_certificate"], params["ca_key"]) if params["ca_key"]
+                     else (load_given_ca_certificate(params["ca_certificate"]), None))
         except ValueError as exc:
-            module.fail_json(msg=f"The CA given in ca_certificate and ca_key {exc}; nothing was changed", **base)
+            names = "ca_certificate and ca_key" if params["ca_key"] else "ca_certificate"
+            module.fail_json(msg=f"The CA given in {names} {exc}; nothing was changed", **base)
 
     pki = PkiDir(params["secrets_dir"])
     base["ca"] = {"certificate": pki.ca_cert_path, "key": pki.ca_key_path}
     wanted = {m["name"]: machine_sans([m["mongo_address"], m["api_address"]]) for m in params["machines"]}
+    if operator:
+        use_operator_certificates(module, pki, given, wanted, base)
     try:
         if given and not pki.given_ca_stored(*given):
             # Written under --check too: it is the operator's CA, not a new one, and the plays that follow verify

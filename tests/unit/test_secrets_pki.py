@@ -14,14 +14,18 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     ISSUE,
     REISSUE,
     REUSE,
+    GivenCertificate,
     HeldCertificate,
     PkiDir,
     PkiDirError,
     Renewal,
     certificate_sans,
     expiry,
+    given_certificate,
+    given_problems,
     held_on_host,
     load_given_ca,
+    load_given_ca_certificate,
     machine_sans,
     new_ca,
     new_certificate,
@@ -249,3 +253,66 @@ def test_a_given_ca_that_cannot_be_one_is_refused(which, message):
     }[which]
     with pytest.raises(ValueError, match=message):
         load_given_ca(cert_pem, key_pem)
+
+
+# Operator-issued certificates: the operator's CA keeps its key, so each machine's certificate is given and only
+# checked. Extra names are fine (a corporate CA may add its own); a missing required name, another CA's signature,
+# an expired certificate or none at all is an error naming the machine, and nothing is ever issued.
+AB = A | B
+LOOP = machine_sans(["192.0.2.11:37017"])
+
+
+@pytest.mark.parametrize(("wanted", "given", "problems"), [
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True)}, {}),
+    ({"sm1": A}, {"sm1": GivenCertificate(AB, FRESH, True)}, {}),
+    ({"sm1": LOOP}, {"sm1": GivenCertificate(A, FRESH, True)},
+     {"sm1": "the given certificate lacks the subject alternative names DNS:localhost, IP:127.0.0.1"}),
+    ({"sm1": AB}, {"sm1": GivenCertificate(A, FRESH, True)},
+     {"sm1": "the given certificate lacks the subject alternative names IP:192.0.2.99"}),
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, False)},
+     {"sm1": "the given CA did not sign the given certificate"}),
+    ({"sm1": A}, {"sm1": GivenCertificate(A, NOW, True)},
+     {"sm1": f"the given certificate expired at {NOW.isoformat()}"}),
+    ({"sm1": A, "sm2": B}, {"sm1": GivenCertificate(A, FRESH, True)}, {"sm2": "no certificate is given"}),
+    # Extended key usages, when the certificate limits them, must allow both directions.
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True, frozenset({"serverAuth", "clientAuth", "codeSigning"}))},
+     {}),
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True, frozenset({"serverAuth"}))},
+     {"sm1": "the given certificate's extended key usage lacks clientAuth"}),
+    # A certificate for a machine that is not wanted (a spare during a rotation) is no problem.
+    ({"sm1": A}, {"sm1": GivenCertificate(A, FRESH, True), "sm9": GivenCertificate(B, NOW, False)}, {}),
+])
+def test_what_keeps_a_given_certificate_from_being_used(wanted, given, problems):
+    assert given_problems(wanted, given, NOW) == problems
+
+
+def test_a_given_certificate_is_read_with_its_key_and_checked_against_the_given_ca():
+    ca_cert, ca_key = new_ca("corporate")
+    cert, key = new_certificate(ca_cert, ca_key, "sm1", LOOP | B)
+    cert_pem, key_pem = pem(cert, key)
+    both = frozenset({"serverAuth", "clientAuth"})
+    assert given_certificate(cert_pem, key_pem, ca_cert) == GivenCertificate(LOOP | B, expiry(cert), True, both)
+    assert given_certificate(cert_pem, key_pem, new_ca("other")[0]).signed is False
+    other_key = pem(cert, new_certificate(ca_cert, ca_key, "sm1", LOOP)[1])[1]
+    with pytest.raises(ValueError, match="is not the certificate's"):
+        given_certificate(cert_pem, other_key, ca_cert)
+    with pytest.raises(ValueError, match="is not a PEM certificate"):
+        given_certificate("garbage", key_pem, ca_cert)
+
+
+def test_a_ca_given_without_its_key_is_stored_alone_and_never_over_another_ca(tmp_path):
+    pki = PkiDir(str(tmp_path / "secrets"))
+    ca_cert, ca_key = new_ca("corporate")
+    cert_pem = pem(ca_cert, ca_key)[0]
+    assert load_given_ca_certificate(cert_pem) == ca_cert
+    assert pki.given_ca_stored(ca_cert) is False
+    pki.write_pem(pki.ca_cert_path, pki.ca_key_path, cert_pem.encode(), None)
+    assert pki.given_ca_stored(ca_cert) is True
+    assert not os.path.exists(pki.ca_key_path)
+    assert pki.load_ca_certificate() == ca_cert
+    other = new_ca("stateserver")
+    with pytest.raises(PkiDirError, match="is not the CA in"):
+        pki.given_ca_stored(other[0])
+    leaf = new_certificate(ca_cert, ca_key, "sm1", A)[0]
+    with pytest.raises(ValueError, match="is not a CA certificate"):
+        load_given_ca_certificate(pem(leaf, ca_key)[0])
