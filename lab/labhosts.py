@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = ROOT / "build" / "lab-image"
+WHEEL_CACHE = ROOT / "build" / "lab-wheels"
 IMAGE_PACKAGES = [
     "python3", "python3-venv", "iproute2", "openssh-server", "systemd", "systemd-sysv", "dbus", "procps",
     "sudo", "iputils-ping", "netbase",
@@ -124,8 +125,6 @@ def source_digest(source: Path) -> str:
 def build_wheels(state: Path) -> dict[str, Path]:
     """Wheels the hosts install with pip --no-index: mongosim (simulator install method) and, when the tree has
     it, the API server, each from this tree plus its dependencies at the pinned versions."""
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    constraints = ROOT / "requirements" / "constraints.txt"
     sources = {"mongosim": ROOT / "tests" / "mongosim", "api": ROOT / "apiserver"}
     built = {}
     for name, source in sources.items():
@@ -139,15 +138,37 @@ def build_wheels(state: Path) -> dict[str, Path]:
         if stamp.exists() and stamp.read_text() == digest:
             built[name] = wheels
             continue
+        cached = cached_wheels(name, source, digest)
         shutil.rmtree(wheels, ignore_errors=True)
-        wheels.mkdir(parents=True)
-        subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)], check=True)
-        own = next(wheels.glob("*.whl"))
-        subprocess.run([*pip, "download", "--only-binary=:all:", "-c", str(constraints), "-d", str(wheels),
-                        str(own)], check=True)
+        shutil.copytree(cached, wheels)
         stamp.write_text(digest)
         built[name] = wheels
     return built
+
+
+def cached_wheels(name: str, source: Path, digest: str) -> Path:
+    """One wheel set per source digest in build/lab-wheels, shared by every scenario and lab run of this tree:
+    building and downloading costs about 20 s of CPU, which each of the many host sets would otherwise pay."""
+    cache = WHEEL_CACHE / f"{name}-{digest[:16]}"
+    if cache.is_dir():
+        return cache
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    constraints = ROOT / "requirements" / "constraints.txt"
+    tmp = WHEEL_CACHE / f".{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp), str(source)], check=True)
+    own = next(tmp.glob("*.whl"))
+    subprocess.run([*pip, "download", "--only-binary=:all:", "-c", str(constraints), "-d", str(tmp), str(own)],
+                   check=True)
+    # Renaming into place is atomic: a scenario building the same set at the same time keeps its own copy.
+    try:
+        tmp.rename(cache)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in WHEEL_CACHE.glob(f"{name}-*"):
+        if old != cache:
+            shutil.rmtree(old, ignore_errors=True)
+    return cache
 
 
 def load(state: Path) -> dict:
