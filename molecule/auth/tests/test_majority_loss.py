@@ -1,6 +1,7 @@
-"""majority_loss: 2 of 3 voters powered off. ensure-ha fails clearly and changes nothing; recover-majority-loss.yml
-refuses without confirmation, then forces the set down to the survivor; the lost machines come back as wiped
-replacement hardware at the same addresses and ensure-ha restores n=3.
+"""majority loss, in the auth scenario after test_auth.py, on its hosts: 2 of 3 voters powered off. ensure-ha fails
+clearly and changes nothing; recover-majority-loss.yml refuses without confirmation, then forces the set down to the
+survivor; the lost machines come back as wiped replacement hardware at the same addresses and ensure-ha restores
+n=3.
 
 What is guaranteed, and tested: a write acknowledged with w: majority that had reached the survivor before the loss
 survives the recovery. What cannot be: a write acknowledged only by the lost machines (the survivor never had it).
