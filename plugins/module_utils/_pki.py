@@ -16,8 +16,12 @@ and never over another CA (the running members trust the one that signed their c
 A site whose CA never hands out its key gives the CA certificate and each machine's certificate and key instead:
 `given_problems` says what keeps each given certificate from being used (the same rule as a kept one, except that
 extra names are allowed, since a corporate CA may add its own); nothing is issued then.
+Each machine's API server has a certificate of its own, planned by the same rule: same CA, same names, but a subject
+with OU=api-server, so that under x509 member authentication (mongod counts a certificate of the CA whose O/OU/DC
+equal its own as a member) the key the API server holds is not a member's credential.
 
-Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key; directories 0700, keys 0600.
+Layout: ca.crt, ca.key, certs/<machine>.crt, certs/<machine>.key, certs/api/<machine>.crt, certs/api/<machine>.key;
+directories 0700, keys 0600.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ REUSE, ISSUE, REISSUE, ADOPT = "reused", "issued", "reissued", "adopted"
 # member through 127.0.0.1, where the localhost exception applies, and verifies the name it connected to.
 LOOPBACK_SANS = frozenset({"IP:127.0.0.1", "DNS:localhost"})
 USAGES = frozenset({"serverAuth", "clientAuth"})
+# The API server only serves with its certificate (it logs in to mongod with a password, presenting none).
+API_USAGES = frozenset({"serverAuth"})
+# The OU that sets an API server's certificate apart from the members' (their subject is O=stateserver.ha only).
+API_OU = "api-server"
 
 
 @dataclass
@@ -116,6 +124,7 @@ class GivenCertificate:
     not_after: datetime.datetime
     signed: bool  # by the given CA
     usages: frozenset | None = None  # its extended key usages ("serverAuth", "clientAuth"); None: no limit
+    membership: frozenset = frozenset()  # the (attribute, value) pairs of O, OU and DC in its subject
 
 
 def given_problems(wanted: dict[str, frozenset], given: dict[str, GivenCertificate], now: datetime.datetime
@@ -141,6 +150,31 @@ def given_problems(wanted: dict[str, frozenset], given: dict[str, GivenCertifica
             # mongod presents its certificate to its peers as a client too; they refuse one without clientAuth.
             problems[name] = ("the given certificate's extended key usage lacks "
                               + " and ".join(sorted(USAGES - cert.usages)))
+    return problems
+
+
+def given_api_problems(wanted: dict[str, frozenset], members: dict[str, GivenCertificate],
+                       api: dict[str, GivenCertificate], now: datetime.datetime) -> dict[str, str]:
+    """machine -> what is wrong with the API server certificate the operator gave for it (only machines in `api`
+    are checked; one without falls back to its member certificate, which the caller warns about). As
+    given_problems, but serverAuth is enough, and its subject's O/OU/DC must differ from the member certificate's:
+    an equal set makes it a member credential under x509 member authentication, the very thing it is for."""
+    problems = {}
+    for name, cert in sorted(api.items()):
+        if name not in wanted:
+            continue
+        if not cert.signed:
+            problems[name] = "the given CA did not sign the given API certificate"
+        elif not wanted[name] <= cert.sans:
+            problems[name] = ("the given API certificate lacks the subject alternative names "
+                              + ", ".join(sorted(wanted[name] - cert.sans)))
+        elif cert.not_after <= now:
+            problems[name] = f"the given API certificate expired at {cert.not_after.isoformat()}"
+        elif cert.usages is not None and not API_USAGES <= cert.usages:
+            problems[name] = "the given API certificate's extended key usage lacks serverAuth"
+        elif name in members and cert.membership == members[name].membership:
+            problems[name] = ("the given API certificate's subject has the same O, OU and DC as the machine's "
+                              "certificate, so mongod would take it for a member's")
     return problems
 
 
@@ -217,20 +251,25 @@ def new_ca(deployment: str):
     return cert, key
 
 
-def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset):
-    """(certificate, key) for one machine: server and client use (mongod presents it both ways), its SANs only."""
+def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset, api: bool = False):
+    """(certificate, key) for one machine: server and client use (mongod presents it both ways), its SANs only.
+    With `api`, its API server's instead: the same names, server use only, and OU=api-server in the subject, so that
+    mongod never counts it as a member's (the members' subject is left as it always was: nothing is re-issued)."""
     key = ec.generate_private_key(ec.SECP256R1())
     issued = utc_now()
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha")]
+    if api:
+        subject.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, API_OU))
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if api else [ExtendedKeyUsageOID.SERVER_AUTH,
+                                                             ExtendedKeyUsageOID.CLIENT_AUTH]
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, machine)]))
+            .subject_name(x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, machine)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(issued - datetime.timedelta(minutes=5))
             .not_valid_after(issued + datetime.timedelta(days=CERT_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return cert, key
@@ -265,9 +304,21 @@ def load_pair(cert_pem: str, key_pem: str):
     return cert, key
 
 
-def held_on_host(pem: str, ca_cert):
+def membership(cert) -> frozenset:
+    """The (attribute, value) pairs of O, OU and DC in the certificate's subject: mongod's test of a member."""
+    oids = {NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.DOMAIN_COMPONENT: "DC"}
+    return frozenset((oids[a.oid], a.value) for a in cert.subject if a.oid in oids)
+
+
+def is_api_certificate(cert) -> bool:
+    return ("OU", API_OU) in membership(cert)
+
+
+def held_on_host(pem: str, ca_cert, api: bool = False):
     """(HeldCertificate, certificate PEM, key PEM) for the one PEM a machine serves (certificate and key, as the
-    mongod role installs it) when its key matches and the CA signed it; else None (it will be issued anew)."""
+    mongod role installs it) when its key matches and the CA signed it; else None (it will be issued anew).
+    With `api`, the API server's files, which are its own certificate only when the subject says so: before API
+    certificates existed the API server served the member's, which must not be kept as the API server's."""
     blocks = pem_blocks(pem)
     if set(blocks) != {"certificate", "key"}:
         return None
@@ -275,7 +326,7 @@ def held_on_host(pem: str, ca_cert):
         cert, _key = load_pair(blocks["certificate"], blocks["key"])
     except ValueError:
         return None
-    if not signed_by(cert, ca_cert):
+    if not signed_by(cert, ca_cert) or (api and not is_api_certificate(cert)):
         return None
     return HeldCertificate(certificate_sans(cert), expiry(cert)), blocks["certificate"], blocks["key"]
 
@@ -289,7 +340,7 @@ def given_certificate(cert_pem: str, key_pem: str, ca_cert) -> GivenCertificate:
                                                   ("clientAuth", ExtendedKeyUsageOID.CLIENT_AUTH)) if oid in eku)
     except x509.ExtensionNotFound:
         usages = None
-    return GivenCertificate(certificate_sans(cert), expiry(cert), signed_by(cert, ca_cert), usages)
+    return GivenCertificate(certificate_sans(cert), expiry(cert), signed_by(cert, ca_cert), usages, membership(cert))
 
 
 def load_given_ca(cert_pem: str, key_pem: str):
@@ -330,8 +381,9 @@ class PkiDir:
         self.ca_cert_path = os.path.join(path, "ca.crt")
         self.ca_key_path = os.path.join(path, "ca.key")
 
-    def machine_paths(self, machine: str) -> tuple[str, str]:
-        base = os.path.join(self.path, "certs", machine)
+    def machine_paths(self, machine: str, api: bool = False) -> tuple[str, str]:
+        """The certificate and key files of a machine, or with `api` of its API server (certs/api/)."""
+        base = os.path.join(self.path, "certs", "api", machine) if api else os.path.join(self.path, "certs", machine)
         return base + ".crt", base + ".key"
 
     def ca_present(self) -> bool:
@@ -357,9 +409,10 @@ class PkiDir:
         except (OSError, ValueError) as exc:
             raise PkiDirError(f"cannot use the CA certificate {self.ca_cert_path}: {exc}") from None
 
-    def held(self, machine: str, ca_cert) -> HeldCertificate | None:
-        """The machine's certificate when it and its key exist and the CA signed it, else None."""
-        cert_path, key_path = self.machine_paths(machine)
+    def held(self, machine: str, ca_cert, api: bool = False) -> HeldCertificate | None:
+        """The machine's (or its API server's) certificate when it and its key exist and the CA signed it, else
+        None."""
+        cert_path, key_path = self.machine_paths(machine, api)
         try:
             with open(cert_path, "rb") as handle:
                 cert = x509.load_pem_x509_certificate(handle.read())
@@ -367,12 +420,13 @@ class PkiDir:
                 key = serialization.load_pem_private_key(handle.read(), password=None)
         except (OSError, ValueError, TypeError):
             return None
-        if cert.public_key().public_numbers() != key.public_key().public_numbers() or not signed_by(cert, ca_cert):
+        if (cert.public_key().public_numbers() != key.public_key().public_numbers() or not signed_by(cert, ca_cert)
+                or (api and not is_api_certificate(cert))):
             return None
         return HeldCertificate(certificate_sans(cert), expiry(cert))
 
-    def has_files(self, machine: str) -> bool:
-        return any(os.path.exists(p) for p in self.machine_paths(machine))
+    def has_files(self, machine: str, api: bool = False) -> bool:
+        return any(os.path.exists(p) for p in self.machine_paths(machine, api))
 
     def given_ca_stored(self, cert, key=None) -> bool:
         """Whether the given CA is already the one in the directory, both files (False when either is missing; only
@@ -413,8 +467,13 @@ class PkiDir:
         makes of it on the host is the file the host already has). Without key_pem, the certificate alone."""
         try:
             os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
-            os.chmod(self.path, 0o700)
-            os.chmod(os.path.dirname(key_path), 0o700)
+            # makedirs gives the mode to the last directory only (certs/ above certs/api/ would get the umask's).
+            directory = self.path
+            os.chmod(directory, 0o700)
+            for part in os.path.relpath(os.path.dirname(key_path), self.path).split(os.sep):
+                if part not in (".", ".."):
+                    directory = os.path.join(directory, part)
+                    os.chmod(directory, 0o700)
             for path, data, mode in ((key_path, key_pem, 0o600), (cert_path, cert_pem, 0o644)):
                 if data is None:
                     continue

@@ -43,6 +43,12 @@ description:
     written to V(certs/<machine>.crt) and V(certs/<machine>.key) as it is, so the roles install the very file the
     machine has and restart nothing; the deployment is unchanged, so this reports no change. Otherwise the
     certificate is issued as for a new machine.
+  - Each machine's API server gets a certificate of its own, in V(certs/api/<machine>.crt) and
+    V(certs/api/<machine>.key), kept, adopted (O(held_api)), issued and renewed by the same rules as the machine's.
+    It names the same hosts but has the subject V(O=stateserver.ha, OU=api-server, CN=<machine>) and the server
+    extended key usage only, so that under x509 member authentication mongod does not take it for a member's
+    certificate (a member's has V(O=stateserver.ha) alone), and whoever reads the API server's key cannot log in as
+    a member. A deployment made before these existed gets them on its next run; the machines' certificates stay.
   - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets unless C(stateserver_tls) is false,
     and the mongod role installs the CA and the machine's certificate.
 author:
@@ -101,6 +107,11 @@ options:
       - The certificate and unencrypted private key of every machine in O(machines), as PEM text, by machine name,
         each a dictionary with the keys V(certificate) and V(key), when the operator's CA issues them. Entries of
         machines not in O(machines) are ignored. Never logged.
+      - An entry may also give its API server's certificate and key, V(api_certificate) and V(api_key) (both or
+        neither), checked as the machine's except that server use is enough and that the O, OU and DC of its
+        subject must differ from the machine certificate's (equal ones would make it a member's credential). A
+        machine without them has its API server serve the machine certificate (RV(certificates.api.action) is
+        V(member)), and the task warns.
       - Needs the CA that signed them, in O(ca_certificate) or as V(ca.crt) in O(secrets_dir); its key is not
         needed. The CA must have signed each certificate itself (no intermediate CA in between).
     type: dict
@@ -111,6 +122,14 @@ options:
         PEM text (mongod's V(mongod.pem)), by machine name. C(playbooks/internal/held-certificates.yml) reads them.
       - An entry that does not parse, whose key does not match, or that the CA did not sign is ignored (the
         certificate is issued anew), as is the entry of a machine not in O(machines). Never logged.
+    type: dict
+    default: {}
+  held_api:
+    description:
+      - As O(held), for the API servers' certificates whose files are not on the controller: each API server's
+        certificate followed by its key, as one PEM text, by machine name. An entry whose subject is not an API
+        server's (one that serves the machine certificate, as before API certificates existed) is ignored, so its
+        API certificate is issued. Never logged.
     type: dict
     default: {}
   seeds:
@@ -224,12 +243,17 @@ certificates:
       V(adopted) from O(held), V(issued), V(reissued), V(given) from O(operator_certificates)), and when the
       certificate now in its file expires (ISO 8601, UTC; null when there is none yet). In check mode the action
       is what a real run would do and the files are the ones already there.
+    - Under V(api), the same for the machine's API server's certificate (it carries the same names). Its action
+      is V(member) when the operator gave no API certificate; its files are then the machine certificate's.
   returned: success
   type: dict
   sample: {"sm1": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/sm1.crt",
                    "key": "/srv/prod/stateserver-secrets/certs/sm1.key",
                    "sans": ["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.11"],
-                   "not_after": "2029-03-05T12:00:00+00:00"}}
+                   "not_after": "2029-03-05T12:00:00+00:00",
+                   "api": {"action": "issued", "certificate": "/srv/prod/stateserver-secrets/certs/api/sm1.crt",
+                           "key": "/srv/prod/stateserver-secrets/certs/api/sm1.key",
+                           "not_after": "2029-03-05T12:00:00+00:00"}}}
 problems:
   description:
     - When O(operator_certificates) cannot all be used, what is wrong with each machine's, by machine name.
@@ -245,7 +269,7 @@ msg:
   description: What was done, or why the task failed.
   returned: always
   type: str
-  sample: "CA reused; certificates adopted: sm1; issued: sm4; reissued: sm2"
+  sample: "CA reused; certificates adopted: sm1; certificates issued: sm4; API certificates issued: sm1, sm4"
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -260,6 +284,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     PkiDir,
     PkiDirError,
     Renewal,
+    given_api_problems,
     given_certificate,
     given_problems,
     held_on_host,
@@ -280,6 +305,8 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import PROBE_OPTIONS, answering_members
 
 GIVEN = "given"
+# An API server that serves its machine's certificate: operator certificates without an API one.
+MEMBER = "member"
 
 
 def machines_problem(machines: list) -> str | None:
@@ -308,24 +335,36 @@ def use_operator_certificates(module: AnsibleModule, pki: PkiDir, given, wanted:
         module.fail_json(msg=f"operator_certificates needs the CA that signed them, in ca_certificate or in "
                              f"{pki.ca_cert_path} ({exc}); nothing was changed", **base)
     texts, facts, problems = {}, {}, {}
+    api_texts, api_facts = {}, {}
     # Entries of machines not in `machines` are left alone: a rotation passes only the members.
     for name in wanted:
         entry = params["operator_certificates"].get(name)
         if entry is None:
             continue
         if not (isinstance(entry, dict) and isinstance(entry.get("certificate"), str)
-                and isinstance(entry.get("key"), str)):
-            problems[name] = "its entry is not {certificate: PEM text, key: PEM text}"
+                and isinstance(entry.get("key"), str)
+                and isinstance(entry.get("api_certificate", ""), str) and isinstance(entry.get("api_key", ""), str)
+                and bool(entry.get("api_certificate")) == bool(entry.get("api_key"))):
+            problems[name] = ("its entry is not {certificate: PEM text, key: PEM text} with, optionally, both "
+                              "api_certificate and api_key")
             continue
-        # One newline at the end, as a PEM file has it (a variable's template may have dropped it).
-        cert_pem, key_pem = (entry[part].strip() + "\n" for part in ("certificate", "key"))
         try:
-            facts[name] = given_certificate(cert_pem, key_pem, ca_cert)
+            for part, label, into_texts, into_facts in (("", "", texts, facts),
+                                                        ("api_", "API ", api_texts, api_facts)):
+                if not entry.get(part + "certificate"):
+                    continue
+                # One newline at the end, as a PEM file has it (a variable's template may have dropped it).
+                cert_pem, key_pem = (entry[part + kind].strip() + "\n" for kind in ("certificate", "key"))
+                try:
+                    into_facts[name] = given_certificate(cert_pem, key_pem, ca_cert)
+                except ValueError as exc:
+                    raise ValueError(f"the given {label}certificate {exc}") from None
+                into_texts[name] = (cert_pem.encode(), key_pem.encode())
         except ValueError as exc:
-            problems[name] = f"the given certificate {exc}"
-            continue
-        texts[name] = (cert_pem.encode(), key_pem.encode())
+            problems[name] = str(exc)
     problems.update(given_problems({n: s for n, s in wanted.items() if n not in problems}, facts, utc_now()))
+    for name, problem in given_api_problems(wanted, facts, api_facts, utc_now()).items():
+        problems.setdefault(name, problem)
     if problems:
         module.fail_json(
             msg=("The certificates given in operator_certificates cannot all be used, so nothing was written. "
@@ -339,15 +378,29 @@ def use_operator_certificates(module: AnsibleModule, pki: PkiDir, given, wanted:
         if given and not pki.given_ca_stored(*given):
             pki.write_pem(pki.ca_cert_path, pki.ca_key_path, params["ca_certificate"].strip().encode() + b"\n",
                           params["ca_key"].strip().encode() + b"\n" if params["ca_key"] else None)
-        for name, (cert_pem, key_pem) in texts.items():
-            paths = pki.machine_paths(name)
-            if read_bytes(paths[0]) != cert_pem or read_bytes(paths[1]) != key_pem:
-                pki.write_pem(*paths, cert_pem, key_pem)
+        for api, pairs in ((False, texts), (True, api_texts)):
+            for name, (cert_pem, key_pem) in pairs.items():
+                paths = pki.machine_paths(name, api)
+                if read_bytes(paths[0]) != cert_pem or read_bytes(paths[1]) != key_pem:
+                    pki.write_pem(*paths, cert_pem, key_pem)
     except PkiDirError as exc:
         module.fail_json(msg=str(exc), **base)
-    certificates = {name: {"action": GIVEN, "certificate": pki.machine_paths(name)[0],
-                           "key": pki.machine_paths(name)[1], "sans": sorted(wanted[name]),
-                           "not_after": facts[name].not_after.isoformat()} for name in sorted(wanted)}
+    certificates = {}
+    for name in sorted(wanted):
+        api = name in api_facts
+        api_paths = pki.machine_paths(name, api)
+        certificates[name] = {"action": GIVEN, "certificate": pki.machine_paths(name)[0],
+                              "key": pki.machine_paths(name)[1], "sans": sorted(wanted[name]),
+                              "not_after": facts[name].not_after.isoformat(),
+                              "api": {"action": GIVEN if api else MEMBER, "certificate": api_paths[0],
+                                      "key": api_paths[1],
+                                      "not_after": (api_facts if api else facts)[name].not_after.isoformat()}}
+    fallback = sorted(set(wanted) - set(api_facts))
+    if fallback:
+        module.warn(f"No API certificate is given for {', '.join(fallback)} (api_certificate and api_key in "
+                    "stateserver_tls_certificates), so their API servers serve the machine certificate. With x509 "
+                    "member authentication its key is then a member's credential on the API server too "
+                    "(docs/tls.md).")
     names = ", ".join(sorted(wanted))
     module.exit_json(changed=False, ca=dict(base["ca"], action=GIVEN), certificates=certificates, deployed=None,
                      msg=f"CA given; certificates given: {names}" if names else "CA given")
@@ -376,6 +429,7 @@ def main() -> None:
         ca_certificate={"type": "str"},
         ca_key={"type": "str", "no_log": True},
         held={"type": "dict", "default": {}, "no_log": True},
+        held_api={"type": "dict", "default": {}, "no_log": True},
         operator_certificates={"type": "dict", "default": {}, "no_log": True},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
@@ -421,12 +475,17 @@ def main() -> None:
                 module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **base)
             answering = answering_members(params)
             deployed = bool(answering)
-        current = {name: pki.held(name, ca[0]) if ca else None for name in wanted if pki.has_files(name)}
-        on_hosts = {name: held_on_host(pem, ca[0]) for name, pem in params["held"].items()
-                    if ca and name in wanted and current.get(name) is None and isinstance(pem, str)}
         renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
-        plan = plan_certificates(ca is not None, bool(deployed), wanted, current, renewal,
-                                 {name: found and found[0] for name, found in on_hosts.items()})
+        # The machines' certificates, then their API servers' under the same rule (api=True).
+        current, on_hosts, plans = {}, {}, {}
+        for api, held in ((False, params["held"]), (True, params["held_api"])):
+            current[api] = {name: pki.held(name, ca[0], api) if ca else None for name in wanted
+                            if pki.has_files(name, api)}
+            on_hosts[api] = {name: held_on_host(pem, ca[0], api) for name, pem in held.items()
+                             if ca and name in wanted and current[api].get(name) is None and isinstance(pem, str)}
+            plans[api] = plan_certificates(ca is not None, bool(deployed), wanted, current[api], renewal,
+                                           {name: found and found[0] for name, found in on_hosts[api].items()})
+        plan = plans[False]
         base["deployed"] = deployed
         if plan.ca == "missing":
             module.fail_json(
@@ -435,38 +494,45 @@ def main() -> None:
                      "a new one would not be trusted by the members and clients that have the old one, so none was "
                      "made."),
                 **{**base, "ca": {**base["ca"], "action": "missing"}})
-        changes = [name for name, action in plan.machines.items() if action in (ISSUE, REISSUE)]
+        changes = {api: [name for name, action in plans[api].machines.items() if action in (ISSUE, REISSUE)]
+                   for api in plans}
         # Adopted ones are written under --check too: the machine already holds them, and the roles' tasks that
         # follow (a real run, or a check run's comparison) read the controller's copy.
-        for name in (name for name, action in plan.machines.items() if action == ADOPT):
-            _held, cert_pem, key_pem = on_hosts[name]
-            pki.write_pem(*pki.machine_paths(name), cert_pem.encode(), key_pem.encode())
-            current[name] = pki.held(name, ca[0])
+        for api, api_plan in plans.items():
+            for name in (name for name, action in api_plan.machines.items() if action == ADOPT):
+                _held, cert_pem, key_pem = on_hosts[api][name]
+                pki.write_pem(*pki.machine_paths(name, api), cert_pem.encode(), key_pem.encode())
+                current[api][name] = pki.held(name, ca[0], api)
         if not module.check_mode:
             if plan.ca == ISSUE:
                 ca = new_ca(params["replica_set"])
                 pki.write(pki.ca_cert_path, pki.ca_key_path, *ca)
-            for name in changes:
-                cert, key = new_certificate(ca[0], ca[1], name, wanted[name])
-                pki.write(*pki.machine_paths(name), cert, key)
-                current[name] = pki.held(name, ca[0])
+            for api, names in changes.items():
+                for name in names:
+                    cert, key = new_certificate(ca[0], ca[1], name, wanted[name], api)
+                    pki.write(*pki.machine_paths(name, api), cert, key)
+                    current[api][name] = pki.held(name, ca[0], api)
     except (PkiDirError, ReplSetError) as exc:
         module.fail_json(msg=str(exc), **base)
 
     certificates = {}
-    for name, action in plan.machines.items():
-        cert_path, key_path = pki.machine_paths(name)
-        held = current.get(name)
-        certificates[name] = {"action": action, "certificate": cert_path, "key": key_path,
-                              "sans": sorted(wanted[name]),
-                              "not_after": held.not_after.isoformat() if held else None}
+    for name in plan.machines:
+        files = {}
+        for api in (False, True):
+            cert_path, key_path = pki.machine_paths(name, api)
+            held = current[api].get(name)
+            files[api] = {"action": plans[api].machines[name], "certificate": cert_path, "key": key_path,
+                          "not_after": held.not_after.isoformat() if held else None}
+        certificates[name] = {**files[False], "sans": sorted(wanted[name]), "api": files[True]}
     ca_action = "given" if given else plan.ca
     parts = [f"CA {ca_action}"]
-    for action in ("adopted", "issued", "reissued"):
-        names = [name for name, done in plan.machines.items() if done == action]
-        if names:
-            parts.append(f"certificates {action}: {', '.join(names)}")
-    module.exit_json(changed=plan.ca == ISSUE or bool(changes), ca=dict(base["ca"], action=ca_action),
+    for api, label in ((False, "certificates"), (True, "API certificates")):
+        for action in ("adopted", "issued", "reissued"):
+            names = [name for name, done in plans[api].machines.items() if done == action]
+            if names:
+                parts.append(f"{label} {action}: {', '.join(names)}")
+    module.exit_json(changed=plan.ca == ISSUE or bool(changes[False] or changes[True]),
+                     ca=dict(base["ca"], action=ca_action),
                      certificates=certificates, deployed=base["deployed"],
                      msg="; ".join(parts) + (" (check mode: nothing made)" if module.check_mode else ""))
 

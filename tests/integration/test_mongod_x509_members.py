@@ -1,6 +1,7 @@
 """x509 member authentication from the mongod role (mongod_cluster_auth_mode): what its template writes, what its
 preflight refuses, and a set of simulator members started from the rendered mongod.conf files with the deployment's
-own machine certificates, which must be enough for mongod's membership rule (the same O for every machine).
+own machine certificates, which must be enough for mongod's membership rule (the same O for every machine), while
+the API servers' certificates of the same CA must not let anyone in as a member.
 Nothing is installed on this machine: the members are processes of this test."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 from mongosim import testing
 from playbook import ansible_env, run_tasks
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from test_mongod_tls import BASE_VARS, ROLE_VARS, free_port, host_files
 
 pytestmark = pytest.mark.timeout(300)
@@ -113,6 +114,26 @@ def test_members_configured_by_the_role_for_x509_converge_with_the_deployment_ce
                                                       "server_selection_timeout": 2}}])
         assert run.rc == 0 and run[0]["ca"]["action"] == "issued", run.stdout
         ca_file, certs = run[0]["ca"]["certificate"], run[0]["certificates"]
+        assert {c["api"]["action"] for c in certs.values()} == {"issued"}
+        member_pem = Path(certs["sm1"]["certificate"]).read_text() + Path(certs["sm1"]["key"]).read_text()
+
+        # A deployment from before API certificates: the controller lacks them and the API server serves its
+        # machine's. The next run issues them and leaves the members' alone; the run after it changes nothing.
+        upgrade = {CERTS: {"secrets_dir": str(tmp_path / "secrets"), "machines": machines,
+                           "held_api": {m["name"]: member_pem for m in machines[:1]}}}
+        runs = run_tasks(tmp_path / "upgrade", [
+            {"ansible.builtin.file": {"path": str(tmp_path / "secrets" / "certs" / "api"), "state": "absent"}},
+            upgrade, upgrade])
+        assert runs.rc == 0, runs.stdout
+        for name, cert in runs[1]["certificates"].items():
+            assert (cert["action"], cert["api"]["action"], cert["not_after"]) \
+                == ("reused", "issued", certs[name]["not_after"])
+        assert runs[1]["changed"] and not runs[2]["changed"]
+        assert {c["api"]["action"] for c in runs[2]["certificates"].values()} == {"reused"}
+        certs = runs[2]["certificates"]
+        api_pem = tmp_path / "api-sm1.pem"
+        api_pem.write_text(Path(certs["sm1"]["api"]["certificate"]).read_text()
+                           + Path(certs["sm1"]["api"]["key"]).read_text())
 
         # Each member's mongod.conf and TLS files, rendered by Ansible from the role's template and variables.
         tls_dirs, tasks = {}, []
@@ -160,5 +181,19 @@ def test_members_configured_by_the_role_for_x509_converge_with_the_deployment_ce
                          password=key.read_text(), authSource="local", authMechanism="SCRAM-SHA-256",
                          serverSelectionTimeoutMS=5000) as keyfile_login, pytest.raises(OperationFailure):
             keyfile_login.admin.command("connectionStatus")
+
+        # The member certificate logs in as a member; the API server's certificate (OU=api-server, server use
+        # only) does not, so the key the API server holds is no member credential.
+        x509_login = {"directConnection": True, "tls": True, "tlsCAFile": ca_file, "authMechanism": "MONGODB-X509",
+                      "serverSelectionTimeoutMS": 5000}
+        with MongoClient(first.ip, port, tlsCertificateKeyFile=str(tls_dirs[0] / "mongod.pem"),
+                         **x509_login) as member:
+            users = member.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"]
+            assert users == [{"user": "__system", "db": "local"}]
+        # Refused at the handshake or at the login, as by mongod: either way it is never __system (a short
+        # selection timeout, since a refused handshake is retried until then).
+        with MongoClient(first.ip, port, tlsCertificateKeyFile=str(api_pem),
+                         **{**x509_login, "serverSelectionTimeoutMS": 1500}) as api, pytest.raises(PyMongoError):
+            api.admin.command("connectionStatus")
     finally:
         cluster.stop()

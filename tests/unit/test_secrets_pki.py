@@ -291,7 +291,8 @@ def test_a_given_certificate_is_read_with_its_key_and_checked_against_the_given_
     cert, key = new_certificate(ca_cert, ca_key, "sm1", LOOP | B)
     cert_pem, key_pem = pem(cert, key)
     both = frozenset({"serverAuth", "clientAuth"})
-    assert given_certificate(cert_pem, key_pem, ca_cert) == GivenCertificate(LOOP | B, expiry(cert), True, both)
+    assert given_certificate(cert_pem, key_pem, ca_cert) == GivenCertificate(LOOP | B, expiry(cert), True, both,
+                                                                             frozenset({("O", "stateserver.ha")}))
     assert given_certificate(cert_pem, key_pem, new_ca("other")[0]).signed is False
     other_key = pem(cert, new_certificate(ca_cert, ca_key, "sm1", LOOP)[1])[1]
     with pytest.raises(ValueError, match="is not the certificate's"):
