@@ -33,8 +33,9 @@ IPS = {"sm1": "192.0.2.31", "sm2": "192.0.2.32", "sm3": "192.0.2.33"}
 NOW = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (as the module util)
 
 
-def _name(common: str) -> x509.Name:
+def _name(common: str, unit: str = "") -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
+                      *([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit)] if unit else []),
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
@@ -55,12 +56,14 @@ def corporate_ca():
     return cert, key
 
 
-def issue(ca, machine: str, ip: str) -> tuple[str, str]:
-    """A certificate as a corporate CA issues it: its own subject, and a name of its own besides the required ones."""
+def issue(ca, machine: str, ip: str, unit: str = "") -> tuple[str, str]:
+    """A certificate as a corporate CA issues it: its own subject, and a name of its own besides the required ones.
+    `unit`: an OU in the subject (an API server's certificate must differ from the members' in O/OU/DC)."""
     key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName(f"{machine}.corp.example.test"), x509.DNSName("localhost"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address(ip))]
-    cert = (x509.CertificateBuilder().subject_name(_name(f"{machine}.corp.example.test")).issuer_name(ca[0].subject)
+    cert = (x509.CertificateBuilder().subject_name(_name(f"{machine}.corp.example.test", unit))
+            .issuer_name(ca[0].subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=90))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -68,15 +71,19 @@ def issue(ca, machine: str, ip: str) -> tuple[str, str]:
     return _pem(cert, key)
 
 
-def run_certificates_step(workdir: Path, ca_pem: str, given: dict) -> tuple[dict, str]:
-    """ensure-ha.yml's certificates step on an inventory of three state machines; (its result or failure, stdout)."""
+def run_certificates_step(workdir: Path, ca_pem: str, given: dict, api: dict | None = None) -> tuple[dict, str]:
+    """ensure-ha.yml's certificates step on an inventory of three state machines; (its result or failure, stdout).
+    api: the API server certificates given, for some machines."""
     inventory = workdir / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
     (inventory / "hosts.ini").write_text(
         "[state_machines]\n" + "".join(f"{name} ansible_host={ip}\n" for name, ip in IPS.items()))
     (inventory / "group_vars" / "state_machines.yml").write_text(yaml.safe_dump({
         "stateserver_tls_ca_certificate": ca_pem,
-        "stateserver_tls_certificates": {name: {"certificate": c, "key": k} for name, (c, k) in given.items()},
+        "stateserver_tls_certificates": {
+            name: {"certificate": c, "key": k, **({"api_certificate": api[name][0], "api_key": api[name][1]}
+                                                  if name in (api or {}) else {})}
+            for name, (c, k) in given.items()},
     }))
     out = workdir / "result.json"
     playbook = [{
@@ -107,12 +114,22 @@ def test_operator_certificates_are_installed_as_given_and_a_wrong_one_stops_ever
     ca = corporate_ca()
     ca_pem = _pem(*ca)[0]
     given = {name: issue(ca, name, ip) for name, ip in IPS.items()}
+    # API server certificates for sm1 and sm3; sm2's API server falls back to its machine certificate, with a warning.
+    api = {name: issue(ca, name, IPS[name], unit="stateserver api") for name in ("sm1", "sm3")}
 
-    result, stdout = run_certificates_step(tmp_path / "good", ca_pem, given)
+    result, stdout = run_certificates_step(tmp_path / "good", ca_pem, given, api)
     assert not result.get("failed") and not result["changed"], result
     assert result["ca"]["action"] == "given" and {c["action"] for c in result["certificates"].values()} == {"given"}
+    apis = {name: cert["api"] for name, cert in result["certificates"].items()}
+    assert {name: a["action"] for name, a in apis.items()} == {"sm1": "given", "sm2": "member", "sm3": "given"}
+    for name in ("sm1", "sm3"):
+        assert (Path(apis[name]["certificate"]).read_text(), Path(apis[name]["key"]).read_text()) == api[name]
+    assert (apis["sm2"]["certificate"], apis["sm2"]["key"]) \
+        == (result["certificates"]["sm2"]["certificate"], result["certificates"]["sm2"]["key"])
+    assert [w for w in result["warnings"] if "No API certificate is given for sm2 " in w], result["warnings"]
     # The keys never reach the output, though they came in as variables.
-    assert all(given[name][1].splitlines()[1] not in stdout for name in IPS)
+    assert all(given[name][1].splitlines()[1] not in stdout and api.get(name, given[name])[1].splitlines()[1]
+               not in stdout for name in IPS)
     secrets = tmp_path / "good" / "inventory" / "stateserver-secrets"
     assert (secrets / "ca.crt").read_text() == ca_pem and not (secrets / "ca.key").exists()
     # What each role installs: the controller copies (the api_server role copies them as they are), and the
@@ -135,10 +152,14 @@ def test_operator_certificates_are_installed_as_given_and_a_wrong_one_stops_ever
 
     # sm2's certificate was issued for another address: the step fails naming sm2 and what it lacks, and writes
     # nothing, not even the other machines' good certificates or the CA.
+    # sm3's API certificate has its members' O/OU/DC, so mongod would take it for a member's: refused too.
     wrong = {**given, "sm2": issue(ca, "sm2", "192.0.2.99")}
-    result, _stdout = run_certificates_step(tmp_path / "wrong", ca_pem, wrong)
+    result, _stdout = run_certificates_step(tmp_path / "wrong", ca_pem, wrong,
+                                            {**api, "sm3": issue(ca, "sm3", IPS["sm3"])})
     assert result.get("failed") and result["problems"] == {
-        "sm2": "the given certificate lacks the subject alternative names IP:192.0.2.32"}, result
+        "sm2": "the given certificate lacks the subject alternative names IP:192.0.2.32",
+        "sm3": "the given API certificate's subject has the same O, OU and DC as the machine's certificate, so "
+               "mongod would take it for a member's"}, result
     assert "sm2: the given certificate lacks" in result["msg"]
     assert not (tmp_path / "wrong" / "inventory" / "stateserver-secrets").exists()
 
