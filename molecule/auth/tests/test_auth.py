@@ -122,6 +122,9 @@ def test_served_certificates_name_the_published_addresses():
             cert = served_certificate(name, port)
             assert published <= sans_of(cert), (name, service, sans_of(cert))
             assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
+            # The API server serves its own certificate, whose OU mongod does not take for a member's.
+            units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+            assert units == (["api-server"] if service == "api" else []), (name, service, cert.subject)
 
 
 def test_the_api_servers_mongodb_user_can_do_its_job_and_nothing_more():
@@ -216,7 +219,9 @@ def served_serials():
 
 
 def issued_files():
-    return {path.name: path.read_bytes() for path in sorted((hatest.EPHEMERAL / "secrets" / "certs").iterdir())}
+    """The controller's certificate files by path under certs/ (the API servers' are in certs/api/)."""
+    certs = hatest.EPHEMERAL / "secrets" / "certs"
+    return {str(path.relative_to(certs)): path.read_bytes() for path in sorted(certs.rglob("*")) if path.is_file()}
 
 
 def test_rotation_check_mode_changes_nothing():
@@ -250,7 +255,8 @@ def test_rotation_renews_every_certificate_while_a_client_keeps_writing():
     # The same CA signed the new ones (served_certificate verified each with it), and the controller's files are
     # what the machines serve now.
     assert (hatest.EPHEMERAL / "secrets" / "ca.crt").read_bytes() == ca
+    files = issued_files()
     for h in hatest.hosts():
-        issued = x509.load_pem_x509_certificate(issued_files()[f"{h['name']}.crt"])
-        assert {after[(h["name"], service)] for service in PORTS} == {issued.serial_number}
+        for service, path in (("mongod", f"{h['name']}.crt"), ("api", f"api/{h['name']}.crt")):
+            assert after[(h["name"], service)] == x509.load_pem_x509_certificate(files[path]).serial_number
     hatest.healthy_voters(3)
