@@ -110,8 +110,8 @@ options:
       - An entry may also give its API server's certificate and key, V(api_certificate) and V(api_key) (both or
         neither), checked as the machine's except that server use is enough and that the O, OU and DC of its
         subject must differ from the machine certificate's (equal ones would make it a member's credential). A
-        machine without them has its API server serve the machine certificate (RV(certificates.api.action) is
-        V(member)), and the task warns.
+        machine without them has its API server serve the machine certificate (its C(api) action in
+        RV(certificates) is V(member)), and the task warns.
       - Needs the CA that signed them, in O(ca_certificate) or as V(ca.crt) in O(secrets_dir); its key is not
         needed. The CA must have signed each certificate itself (no intermediate CA in between).
     type: dict
@@ -126,7 +126,7 @@ options:
     default: {}
   held_api:
     description:
-      - As O(held), for the API servers' certificates whose files are not on the controller: each API server's
+      - As O(held), for the API servers' certificates whose files are not on the controller. Each API server's
         certificate followed by its key, as one PEM text, by machine name. An entry whose subject is not an API
         server's (one that serves the machine certificate, as before API certificates existed) is ignored, so its
         API certificate is issued. Never logged.
@@ -478,10 +478,10 @@ def main() -> None:
         renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
         # The machines' certificates, then their API servers' under the same rule (api=True).
         current, on_hosts, plans = {}, {}, {}
-        for api, held in ((False, params["held"]), (True, params["held_api"])):
+        for api, held_texts in ((False, params["held"]), (True, params["held_api"])):
             current[api] = {name: pki.held(name, ca[0], api) if ca else None for name in wanted
                             if pki.has_files(name, api)}
-            on_hosts[api] = {name: held_on_host(pem, ca[0], api) for name, pem in held.items()
+            on_hosts[api] = {name: held_on_host(pem, ca[0], api) for name, pem in held_texts.items()
                              if ca and name in wanted and current[api].get(name) is None and isinstance(pem, str)}
             plans[api] = plan_certificates(ca is not None, bool(deployed), wanted, current[api], renewal,
                                            {name: found and found[0] for name, found in on_hosts[api].items()})
