@@ -226,3 +226,27 @@ def wipe_mongod_data(name: str, dbpath: str = "/var/lib/mongodb") -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def ca_key() -> str:
+    """The deployment CA's private key (PEM) from the secrets directory: an AWX credential carries it."""
+    return (EPHEMERAL / "secrets" / "ca.key").read_text()
+
+
+def ssh_key() -> str:
+    """The private key every scenario host accepts for root (what an AWX machine credential would hold)."""
+    return (EPHEMERAL / "hosts" / "id_ed25519").read_text()
+
+
+# What the roles write on a state machine, the API server's and mongod's configuration, keyfile and certificates.
+MANAGED_PATHS = ("/etc/mongod.conf", "/etc/mongod.keyfile", "/etc/mongod", "/etc/stateserver-api",
+                 "/etc/systemd/system/mongod.service", "/etc/systemd/system/stateserver-api.service")
+
+
+def host_state(name: str) -> str:
+    """What a run that changes nothing on a host leaves exactly as it was: when mongod's and the API server's
+    current processes started and the modification time of every file in MANAGED_PATHS (nothing of either on a
+    host that is not a state machine yet)."""
+    paths = " ".join(MANAGED_PATHS)
+    return ssh_run(name, "systemctl show -p ExecMainStartTimestampMonotonic --value mongod stateserver-api; "
+                         f"find {paths} -printf '%p %T@\\n' 2>/dev/null | sort").stdout

@@ -1,19 +1,21 @@
-"""scale: --check and status.yml change nothing; 3 -> 5 -> 7; then n=3 changes nothing; n=4 and n=9 fail clearly
-and change nothing.
+"""scale: --check and status.yml change nothing; 3 -> 5 -> 7 by AWX jobs; then n=3 changes nothing; n=4 and n=9
+fail clearly and change nothing.
 
-The tests run in file order and build on each other (one set, grown step by step).
+The tests run in file order and build on each other (one set, grown step by step). From the grow steps on, the set
+is run the way an AWX job template runs it (awxjob.py): ansible-runner, a new private data directory per job, the
+collection installed from its built tarball, the survey's answers as text, the secrets and the deployment CA from a
+credential of the shipped type. A job's directory holds no secrets directory of the scenario's: each job has only
+its credential, and reads the certificates the machines hold.
 """
 
+import awxjob
 import hatest
 import pytest
 
 MACHINES = [f"m{i}" for i in range(1, 8)]
-
-
-def converge(n):
-    proc = hatest.run_playbook("ensure-ha.yml", "-e", f"n={n}")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc
+HELD_PLAY = "Read the certificates the state machines hold that the controller lacks"
+CERTIFICATES = "Keep the deployment CA and a certificate for each state machine"
+READ_ONLY = {"ansible.builtin.stat", "ansible.builtin.slurp", "ansible.builtin.set_fact"}
 
 
 def snapshot():
@@ -22,6 +24,61 @@ def snapshot():
     with hatest.client() as c:
         records = sorted((r["_id"], r["wants_vote"]) for r in c.stateserver.machines.find())
     return config["version"], hatest.voters(config), records
+
+
+def host_states():
+    return {name: hatest.host_state(name) for name in MACHINES}
+
+
+class Awx:
+    """Launches of the ensure_ha job template against the scenario's hosts, numbered as AWX numbers jobs."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.collections = awxjob.install_collection(workdir / "project-sync")
+        self.number = 0
+
+    @staticmethod
+    def inventory():
+        """The scenario's hosts and group_vars (molecule.yml) as an AWX inventory holds them: no secrets directory
+        (the credential carries the secrets) and no SSH key (the machine credential does)."""
+        hostvars = {h["name"]: {"ansible_host": h["ip"], "remote_tower_enabled": "true", "remote_tower_id": i}
+                    for i, h in enumerate(hatest.hosts(), 1)}
+        wheels = hatest.EPHEMERAL / "hosts" / "wheels"
+        group_vars = {"ansible_python_interpreter": "/usr/bin/python3", "mongod_install_method": "simulator",
+                      "mongod_simulator_wheel_dir": str(wheels / "mongosim"),
+                      "api_server_wheel_dir": str(wheels / "api"), "mongod_limit_nofile": 8192,
+                      # The lab's hosts get new host keys with every create: remember none of them.
+                      "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null"}
+        return {"all": {"children": ["state_machines"]},
+                "state_machines": {"hosts": sorted(hostvars), "vars": group_vars}, "_meta": {"hostvars": hostvars}}
+
+    @staticmethod
+    def credential():
+        """The inputs of the deployment's credential: the secrets and the CA the first deployment made."""
+        return {"mongod_admin_password": hatest.admin_password(), "mongod_keyfile_content": hatest.keyfile(),
+                "state_machine_api_token": hatest.api_token(),
+                "api_server_mongo_password": hatest.api_mongo_credentials()[1],
+                "stateserver_tls_ca_certificate": hatest.ca_file().read_text(),
+                "stateserver_tls_ca_key": hatest.ca_key()}
+
+    def launch(self, n, with_credential=True):
+        self.number += 1
+        return awxjob.run_job(self.workdir, self.number, collections=self.collections, inventory=self.inventory(),
+                              answers={"n": n}, credential=self.credential() if with_credential else None,
+                              ssh_user="root", ssh_key=hatest.ssh_key(),
+                              # The lab's choice (molecule.yml), as a job template's environment would set it.
+                              envvars={"ANSIBLE_PIPELINING": "True"})
+
+
+@pytest.fixture(scope="module")
+def awx(tmp_path_factory):
+    return Awx(tmp_path_factory.mktemp("awx"))
+
+
+def ran_job(job):
+    assert job.rc == 0, (job.failed(), job.stdout[-4000:])
+    return job
 
 
 def test_converge_made_three_voters():
@@ -46,23 +103,54 @@ def test_status_playbook_reads_and_changes_nothing():
     assert snapshot() == before
 
 
-def test_grow_to_five():
-    converge(5)
+def test_a_job_without_the_credential_stops_before_it_changes_anything(awx):
+    before, states = snapshot(), host_states()
+    job = awx.launch("5", with_credential=False)
+    assert job.rc != 0
+    assert job.failed() == [("localhost", "Stop when the secrets cannot be used")]
+    # What ran on the machines is the first play's reading of the certificates they hold (the job's directory has
+    # none): stat and slurp of mongod's PEM, nothing else. No plan, no provisioning, no change anywhere.
+    on_machines = [d for d in job.results() if d["host"] != "localhost"]
+    assert {d["play"] for d in on_machines} <= {HELD_PLAY}, on_machines
+    assert {d["task_action"] for d in on_machines} <= READ_ONLY, on_machines
+    assert job.changed() == []
+    assert snapshot() == before and host_states() == states
+
+
+def test_grow_to_five_by_a_job_whose_survey_answer_is_5(awx):
+    mongod_tls = {name: hatest.ssh(name, "find /etc/mongod/tls -printf '%p %T@\\n' | sort") for name in MACHINES[:3]}
+    job = ran_job(awx.launch("5"))
     hatest.healthy_voters(5)
     assert hatest.voters(hatest.replset_config()) == MACHINES[:5]
+    # The members kept the certificates they serve: the job adopted them instead of issuing new ones.
+    assert job.result(CERTIFICATES)["ca"]["action"] == "given"
+    assert {name: hatest.ssh(name, "find /etc/mongod/tls -printf '%p %T@\\n' | sort")
+            for name in MACHINES[:3]} == mongod_tls
 
 
-def test_grow_to_seven():
-    converge(7)
+def test_the_same_job_again_in_a_new_directory_changes_nothing(awx):
+    before, states = snapshot(), host_states()
+    job = ran_job(awx.launch("5"))
+    # No host changed. On the controller the job issued certificates only for m6 and m7, which are in no set and
+    # hold none, into its own directory (deleted with it).
+    assert [task for host, task in job.changed() if host != "localhost" or task != CERTIFICATES] == []
+    issued = {name for name, c in job.result(CERTIFICATES)["certificates"].items() if c["action"] != "adopted"}
+    assert issued == {"m6", "m7"}
+    assert snapshot() == before and host_states() == states
+
+
+def test_grow_to_seven(awx):
+    ran_job(awx.launch("7"))
     status = hatest.healthy_voters(7)
     assert hatest.voters(hatest.replset_config()) == MACHINES
     assert len(hatest.primaries(status)) == 1
 
 
-def test_asking_for_three_never_shrinks():
-    before = snapshot()
-    converge(3)
-    assert snapshot() == before
+def test_asking_for_three_never_shrinks(awx):
+    before, states = snapshot(), host_states()
+    job = ran_job(awx.launch("3"))
+    assert job.changed() == []
+    assert snapshot() == before and host_states() == states
 
 
 @pytest.mark.parametrize("n", [4, 9], ids=["even", "above-seven"])
