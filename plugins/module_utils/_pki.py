@@ -260,8 +260,9 @@ def new_certificate(ca_cert, ca_key, machine: str, sans: frozenset, api: bool = 
     subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stateserver.ha")]
     if api:
         subject.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, API_OU))
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if api else [ExtendedKeyUsageOID.SERVER_AUTH,
-                                                             ExtendedKeyUsageOID.CLIENT_AUTH]
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+    if not api:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, machine)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
