@@ -170,10 +170,10 @@ def run_job(workdir: Path, number: int, *, collections: Path, inventory: dict[st
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
         try:
-            stdout, _ = proc.communicate(timeout=JOB_TIMEOUT)
+            stdout = proc.communicate(timeout=JOB_TIMEOUT)[0]
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            stdout, _ = proc.communicate()
+            stdout = proc.communicate()[0]
             raise AssertionError(f"job {number} still ran after {JOB_TIMEOUT}s: {stdout[-4000:]}") from None
         artifacts = pdd / "artifacts" / str(number)
         if not (artifacts / "rc").exists():
