@@ -238,8 +238,14 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
             pem.write_text((first / "certs" / f"{name}.crt").read_text().strip() + "\n"
                            + (first / "certs" / f"{name}.key").read_text().strip() + "\n")
             pem.chmod(stat.S_IRUSR)
+            # And what the api_server role leaves there: its own certificate and key in <config_dir>/tls/.
+            api_tls = tmp_path / "machines" / name / "api" / "tls"
+            api_tls.mkdir(parents=True)
+            for ext, host_file in (("crt", "server.crt"), ("key", "server.key")):
+                shutil.copy(first / "certs" / "api" / f"{name}.{ext}", api_tls / host_file)
             # No sudo here: the test runs as the user that owns these files.
-            host_vars[name] = {"mongod_tls_dir": str(tls_dir), "ansible_become": False}
+            host_vars[name] = {"mongod_tls_dir": str(tls_dir), "api_server_config_dir": str(api_tls.parent),
+                               "ansible_become": False}
         command_line = cluster.sim.command_line
 
         def with_tls(member):
@@ -287,8 +293,8 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert tasks["__job__"]["rc"] == 0, tasks
         certificates = tasks["Keep the deployment CA and a certificate for each state machine"]
         assert certificates["ca"]["action"] == "given" and certificates["changed"] is False, certificates
-        assert {name: c["action"] for name, c in certificates["certificates"].items()} == {
-            name: "adopted" for name in cluster.names}
+        assert {name: (c["action"], c["api"]["action"]) for name, c in certificates["certificates"].items()} == {
+            name: ("adopted", "adopted") for name in cluster.names}
         for name in cluster.names:
             assert tasks["__job__"]["machines"][name]["Read the certificate and key mongod serves"].get("censored")
         assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
@@ -296,9 +302,11 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert tasks["__job__"]["changed"] == []
         # Only the given CA and the adopted certificates were stored (runner passes the inventory directory, so the
         # secrets directory is next to it), byte for byte the first job's files.
-        stored = ["ca.crt", "ca.key"] + [f"certs/{name}.{ext}" for name in cluster.names for ext in ("crt", "key")]
+        stored = ["ca.crt", "ca.key"] + [f"certs/{sub}{name}.{ext}" for name in cluster.names for ext in ("crt", "key")
+                                         for sub in ("", "api/")]
         assert tasks["__job__"]["secrets_written"] == sorted(
-            ["stateserver-secrets", "stateserver-secrets/certs"] + [f"stateserver-secrets/{f}" for f in stored])
+            ["stateserver-secrets", "stateserver-secrets/certs", "stateserver-secrets/certs/api"]
+            + [f"stateserver-secrets/{f}" for f in stored])
         assert tasks["__job__"]["stored"] == {f: (first / f).read_text() for f in stored}
         # So the one PEM the mongod role makes of them (its __mongod_tls_pem_content) is the file each machine has.
         for name in cluster.names:
