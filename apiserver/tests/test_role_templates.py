@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,10 @@ def run_playbook(tmp_path: Path, plays: list[dict], extra: dict | None = None) -
     playbook = tmp_path / "play.yml"
     playbook.write_text(json.dumps(plays))
     (tmp_path / "extra.json").write_text(json.dumps(extra or {}))
-    env = {**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+    # A temporary directory of this test's own: molecule scenarios beside it make scratch directories in /tmp too.
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"),
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
            "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}
     return subprocess.run([str(ANSIBLE), "-i", "localhost,", "-e", f"@{tmp_path / 'extra.json'}", str(playbook)],
@@ -146,8 +148,8 @@ def test_role_with_tls_on_installs_the_certificates_and_gives_a_config_the_serve
     reload = handlers["Reload the API server's certificate"]
     assert reload["ansible.builtin.systemd_service"]["state"] == "reloaded" and reload["throttle"] == 1
     notify = {t["name"]: t.get("notify") for t in yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())}
-    assert notify["Write this machine's certificate"] == notify["Write this machine's private key, readable by the " \
-                                                               "service user only"] == reload["name"]
+    assert notify["Write the API server's certificate"] == notify["Write the API server's private key, readable by " \
+                                                                  "the service user only"] == reload["name"]
     assert notify["Write the deployment CA"] == "Restart the API server"
 
 
@@ -219,7 +221,8 @@ def wheels_play(tmp_path: Path, wheels: Path, check: bool = False) -> list[dict]
              "tasks": [{"name": "Send the wheels", "ansible.builtin.include_role": {
                  "name": "api_server", "tasks_from": "wheels.yml"},
                  "vars": {"__api_server_wheels_src": str(wheels), "__api_server_wheels_dest": str(tmp_path / "dest")}},
-                 {"name": "Report", "ansible.builtin.debug": {"msg": "WHEELS-CHANGED={{ __api_server_wheels is changed }}"}}]}]
+                 {"name": "Report", "ansible.builtin.debug": {
+                     "msg": "WHEELS-CHANGED={{ __api_server_wheels is changed }} SCRATCH={{ __api_server_scratch.path }}"}}]}]
 
 
 @pytest.mark.timeout(400)  # four ansible-playbook runs; each takes half a minute on a busy 2-core machine
@@ -233,6 +236,8 @@ def test_wheels_travel_as_one_archive_and_only_when_they_changed(tmp_path: Path)
         run = run_playbook(tmp_path, wheels_play(tmp_path, wheels, check))
         assert run.returncode == 0, run.stdout + run.stderr
         changed = "WHEELS-CHANGED=True" in run.stdout
+        # The scratch directory was this test's own, so the check below that it is gone means something.
+        assert f"SCRATCH={tmp_path / 'tmp'}/ansible." in run.stdout, run.stdout
         # Nothing else reports a change (the controller's scratch archive is not one): molecule's idempotence step.
         assert re.search(r"localhost\s*: ok=\d+\s+changed=0\s", run.stdout) or changed, run.stdout
         return changed
@@ -251,4 +256,4 @@ def test_wheels_travel_as_one_archive_and_only_when_they_changed(tmp_path: Path)
     assert send() is True
     # The older build's wheel is gone, so pip cannot pick it up.
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["a-1.1-py3-none-any.whl", "b-1.0-py3-none-any.whl"]
-    assert not [p for p in Path(tempfile.gettempdir()).glob("ansible.*stateserver-wheels")]  # scratch removed
+    assert not list((tmp_path / "tmp").glob("ansible.*stateserver-wheels"))  # scratch removed
