@@ -83,3 +83,19 @@ def run_tasks(workdir: Path, tasks: list[dict], *, check: bool = False, diff: bo
                           timeout=timeout, cwd=str(workdir))
     results = json.loads(out.read_text()) if out.exists() else []
     return PlayRun(proc.returncode, results, proc.stdout, proc.stderr)
+
+
+def run_recorded(workdir: Path, recorder: str, args: list[str], timeout: float = 300
+                 ) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ansible-playbook `args` in `workdir` with the `recorder` callback plugin enabled; return the process and
+    the entries it recorded ({host, task, result}, one per task result)."""
+    plugins = workdir / "callbacks"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "record.py").write_text(recorder)
+    results = workdir / "results.jsonl"
+    env = ansible_env(workdir / "ansible-home")
+    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], check=False, env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=str(workdir))
+    assert results.exists(), proc.stdout + proc.stderr
+    return proc, [json.loads(line) for line in results.read_text().splitlines()]

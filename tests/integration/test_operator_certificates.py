@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from playbook import REPO, ansible_env, run_tasks
+from playbook import REPO, ansible_env, run_recorded, run_tasks
 from test_retire_playbooks import RECORDER
 
 pytestmark = pytest.mark.timeout(300)
@@ -180,18 +180,11 @@ def test_a_rotate_job_reads_the_set_with_the_ca_its_credential_gives(tmp_path):
         "state_machine_api_token": "t" * 32, "api_server_mongo_password": "rotate-api-pw",
         "stateserver_tls_ca_certificate": ca_pem, "stateserver_tls_ca_key": ca_key_pem,
         "ansible_python_interpreter": sys.executable}))
-    plugins = tmp_path / "callbacks"
-    plugins.mkdir()
-    (plugins / "record.py").write_text(RECORDER)
-    results = tmp_path / "results.jsonl"
-    env = ansible_env(tmp_path / "ansible-home")
-    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory / "hosts.ini"),
-                           "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / "rotate-certificates.yml")],
-                          env=env, capture_output=True, text=True, timeout=240, check=False, cwd=str(tmp_path))
-    assert proc.returncode != 0 and results.exists(), proc.stdout + proc.stderr
-    on_controller = {e["task"]: e["result"] for e in map(json.loads, results.read_text().splitlines())
-                     if e["host"] == "localhost"}
+    proc, entries = run_recorded(tmp_path, RECORDER, [
+        "-i", str(inventory / "hosts.ini"), "-e", f"@{tmp_path / 'extra.json'}",
+        str(REPO / "playbooks" / "rotate-certificates.yml")], timeout=240)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    on_controller = {e["task"]: e["result"] for e in entries if e["host"] == "localhost"}
     assert on_controller["Store the deployment CA given in variables"]["ca"]["action"] == "given", on_controller
     # The set was read (with the stored CA) and found absent; the play stopped at the health check, before any change.
     read = on_controller["Read the replica set and the machine records"]

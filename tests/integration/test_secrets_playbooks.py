@@ -8,16 +8,14 @@ any host task. What the plays decided is read from their task results; the set a
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cluster import Cluster
-from playbook import REPO, ansible_env, run_tasks
+from playbook import REPO, run_recorded, run_tasks
 from pymongo import MongoClient
 from test_retire_playbooks import RECORDER
 
@@ -38,19 +36,9 @@ def job(jobdir: Path, cluster: Cluster, playbook: str, *args: str, tls: bool = F
         f"{name} ansible_host={host} ansible_connection=local ansible_python_interpreter={sys.executable}\n"
         for name, host in zip(cluster.names, cluster.hosts))
         + ("" if tls else "\n[state_machines:vars]\nstateserver_tls=false\n"))
-    plugins = jobdir / "callbacks"
-    plugins.mkdir()
-    (plugins / "record.py").write_text(RECORDER)
-    results = jobdir / "results.jsonl"
-    env = ansible_env(jobdir / "ansible-home")
-    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                           str(REPO / "playbooks" / playbook), *args],
-                          check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(jobdir))
-    assert results.exists(), proc.stdout + proc.stderr
+    proc, entries = run_recorded(jobdir, RECORDER, ["-i", str(inventory), str(REPO / "playbooks" / playbook), *args])
     tasks, touched = {}, set()
-    for line in results.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in entries:
         if entry["host"] == "localhost":
             tasks[entry["task"]] = entry["result"]
         else:
