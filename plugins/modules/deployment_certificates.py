@@ -49,8 +49,10 @@ description:
     extended key usage only, so that under x509 member authentication mongod does not take it for a member's
     certificate (a member's has V(O=stateserver.ha) alone), and whoever reads the API server's key cannot log in as
     a member. A deployment made before these existed gets them on its next run; the machines' certificates stay.
-  - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets unless C(stateserver_tls) is false,
-    and the mongod role installs the CA and the machine's certificate.
+  - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets for the CA alone (O(machines) empty,
+    or with O(operator_certificates) every pool machine, whose certificates are then checked before anything
+    changes), and again after its plan for the machines the plan provisions, unless C(stateserver_tls) is false;
+    the mongod role installs the CA and the machine's certificate. A spare no plan provisions gets no certificate.
 author:
   - stateserver.ha developers (@stateserver)
 options:
@@ -61,7 +63,8 @@ options:
     required: true
   machines:
     description:
-      - The state machines, as internal/pool.yml describes them.
+      - The state machines whose certificates to keep, as internal/pool.yml describes them. May be empty, to keep
+        the CA alone. The files of machines not listed are left as they are.
     type: list
     elements: dict
     required: true

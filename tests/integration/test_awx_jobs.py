@@ -211,17 +211,19 @@ def served_serial(address: str, ca_file: str) -> int:
 
 def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold(tmp_path):
     """Job 1 made the CA and the machine certificates and the members serve them; job 2, in a new directory with
-    the CA in the credential, adopts what each machine holds: no new certificate, no change, the same serials."""
+    the CA in the credential, adopts what each machine holds: no new certificate, no change, the same serials.
+    sm4 is a spare in the pool (no mongod, no files): no job issues it a certificate, as no plan provisions it."""
     keyfile = tmp_path / "keyfile"
     keyfile.write_text(CREDENTIAL["mongod_keyfile_content"])
     keyfile.chmod(stat.S_IRUSR)
-    cluster = Cluster(tmp_path / "cluster", 3, start=0, extra_args=("--keyFile", str(keyfile)))
+    cluster = Cluster(tmp_path / "cluster", 4, start=0, extra_args=("--keyFile", str(keyfile)))
+    members, spare = cluster.names[:3], cluster.names[3]
     try:
-        # Job 1's controller side, as ensure-ha.yml's first play runs it while nothing answers: a CA, three
-        # certificates. (A run job would then provision this machine; the members below stand in for it.)
+        # Job 1's controller side, as ensure-ha.yml runs it while nothing answers: a CA, then the certificates of
+        # the machines it provisions. (A run job would then provision this machine; the members below stand in.)
         first = tmp_path / "job1" / "inventory" / "stateserver-secrets"
         machines = [{"name": name, "mongo_address": address, "api_address": f"{host}:17070"}
-                    for name, host, address in zip(cluster.names, cluster.hosts, cluster.addresses)]
+                    for name, host, address in zip(members, cluster.hosts, cluster.addresses)]
         made = run_tasks(tmp_path / "job1", [{CERTS: {
             "secrets_dir": str(first), "machines": machines, "seeds": cluster.addresses, "tls": True,
             "tls_allow_invalid_certificates": True, "server_selection_timeout": 2}}])
@@ -231,7 +233,7 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
 
         # What the mongod role leaves on each machine: mongod.pem (certificate, then key) in mongod_tls_dir, 0400.
         host_vars = {}
-        for name in cluster.names:
+        for name in members:
             tls_dir = tmp_path / "machines" / name / "tls"
             tls_dir.mkdir(parents=True)
             pem = tls_dir / "mongod.pem"
@@ -246,6 +248,11 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
             # No sudo here: the test runs as the user that owns these files.
             host_vars[name] = {"mongod_tls_dir": str(tls_dir), "api_server_config_dir": str(api_tls.parent),
                                "ansible_become": False}
+        # The spare's directories exist, empty: it holds nothing to adopt.
+        host_vars[spare] = {"mongod_tls_dir": str(tmp_path / "machines" / spare / "tls"),
+                            "api_server_config_dir": str(tmp_path / "machines" / spare / "api"), "ansible_become": False}
+        (tmp_path / "machines" / spare / "api" / "tls").mkdir(parents=True)
+        (tmp_path / "machines" / spare / "tls").mkdir()
         command_line = cluster.sim.command_line
 
         def with_tls(member):
@@ -279,11 +286,11 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert all(r.get("failed") is not True for r in grown.results), grown.stdout
 
         def observed():
-            with MongoClient(cluster.addresses, replicaSet=cluster.set_name, tls=True, tlsCAFile=ca_file,
+            with MongoClient(cluster.addresses[:3], replicaSet=cluster.set_name, tls=True, tlsCAFile=ca_file,
                              username="admin", password=PASSWORD, serverSelectionTimeoutMS=10000) as c:
                 config = c.admin.command("replSetGetConfig")["config"]
                 records = list(c.get_database("stateserver").get_collection("machines").find())
-            return config, records, [served_serial(address, ca_file) for address in cluster.addresses]
+            return config, records, [served_serial(address, ca_file) for address in cluster.addresses[:3]]
 
         before = observed()
         # Job 2: a new private data directory; the credential now carries job 1's CA.
@@ -293,23 +300,29 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert tasks["__job__"]["rc"] == 0, tasks
         certificates = tasks["Keep the deployment CA and a certificate for each state machine"]
         assert certificates["ca"]["action"] == "given" and certificates["changed"] is False, certificates
+        # The step after the plan (its result is the last one under this name): the planned machines only.
+        assert sorted(tasks[PLAN]["machines"]) == members
         assert {name: (c["action"], c["api"]["action"]) for name, c in certificates["certificates"].items()} == {
-            name: ("adopted", "adopted") for name in cluster.names}
-        for name in cluster.names:
+            name: ("adopted", "adopted") for name in members}
+        for name in members:
             assert tasks["__job__"]["machines"][name]["Read the certificate and key mongod serves"].get("censored")
+        assert tasks["__job__"]["machines"][spare]["Look for the certificate and key mongod serves"]["stat"] == {
+            "exists": False}
         assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
-        assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == cluster.names
+        assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == members
+        # No host changed, the controller included: nothing was issued, for the spare neither.
         assert tasks["__job__"]["changed"] == []
         # Only the given CA and the adopted certificates were stored (runner passes the inventory directory, so the
         # secrets directory is next to it), byte for byte the first job's files.
-        stored = ["ca.crt", "ca.key"] + [f"certs/{sub}{name}.{ext}" for name in cluster.names for ext in ("crt", "key")
+        stored = ["ca.crt", "ca.key"] + [f"certs/{sub}{name}.{ext}" for name in members for ext in ("crt", "key")
                                          for sub in ("", "api/")]
         assert tasks["__job__"]["secrets_written"] == sorted(
             ["stateserver-secrets", "stateserver-secrets/certs", "stateserver-secrets/certs/api"]
             + [f"stateserver-secrets/{f}" for f in stored])
         assert tasks["__job__"]["stored"] == {f: (first / f).read_text() for f in stored}
+        assert not [f for f in tasks["__job__"]["secrets_written"] if spare in Path(f).name]
         # So the one PEM the mongod role makes of them (its __mongod_tls_pem_content) is the file each machine has.
-        for name in cluster.names:
+        for name in members:
             made = "".join(tasks["__job__"]["stored"][f"certs/{name}.{ext}"].strip() + "\n" for ext in ("crt", "key"))
             assert made == (tmp_path / "machines" / name / "tls" / "mongod.pem").read_text()
         assert observed() == before

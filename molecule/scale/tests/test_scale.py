@@ -121,8 +121,14 @@ def test_grow_to_five_by_a_job_whose_survey_answer_is_5(awx):
     job = ran_job(awx.launch("5"))
     hatest.healthy_voters(5)
     assert hatest.voters(hatest.replset_config()) == MACHINES[:5]
-    # The members kept the certificates they serve: the job adopted them instead of issuing new ones.
-    assert job.result(CERTIFICATES)["ca"]["action"] == "given"
+    # The members kept the certificates they serve: the job adopted them instead of issuing new ones. Certificates
+    # were kept only for the machines the plan provisions (its last result is the step after the plan): m6 and m7,
+    # in no set, got none.
+    certificates = job.result(CERTIFICATES)
+    assert certificates["ca"]["action"] == "given"
+    assert sorted(certificates["certificates"]) == MACHINES[:5]
+    assert {name: certificates["certificates"][name]["action"] for name in MACHINES[:3]} == {
+        name: "adopted" for name in MACHINES[:3]}
     assert {name: hatest.ssh(name, "find /etc/mongod/tls -printf '%p %T@\\n' | sort")
             for name in MACHINES[:3]} == mongod_tls
 
@@ -130,11 +136,11 @@ def test_grow_to_five_by_a_job_whose_survey_answer_is_5(awx):
 def test_the_same_job_again_in_a_new_directory_changes_nothing(awx):
     before, states = snapshot(), host_states()
     job = ran_job(awx.launch("5"))
-    # No host changed. On the controller the job issued certificates only for m6 and m7, which are in no set and
-    # hold none, into its own directory (deleted with it).
-    assert [task for host, task in job.changed() if host != "localhost" or task != CERTIFICATES] == []
-    issued = {name for name, c in job.result(CERTIFICATES)["certificates"].items() if c["action"] != "adopted"}
-    assert issued == {"m6", "m7"}
+    # No host changed, the controller included: the job adopted the five members' certificates and issued none,
+    # not even for m6 and m7, which are in no set and hold none (no plan provisions them).
+    assert job.changed() == []
+    assert {name: (c["action"], c["api"]["action"]) for name, c in job.result(CERTIFICATES)["certificates"].items()} \
+        == {name: ("adopted", "adopted") for name in MACHINES[:5]}
     assert snapshot() == before and host_states() == states
 
 
