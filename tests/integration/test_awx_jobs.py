@@ -1,4 +1,5 @@
-"""ensure_ha run the way AWX runs a job template, through ansible-runner, against a keyfile+auth simulator set.
+"""ensure_ha (and retire_machine) run the way AWX runs a job template, through ansible-runner, against a keyfile+auth
+simulator set.
 
 Each job gets a new private data directory laid out as AWX lays it out (shared/research/awx-jobs.md §1, §6): the
 project is a copy of extensions/awx/project (the ensure_ha.yml the job template names), the collection comes from
@@ -47,9 +48,9 @@ class UnsafeDumper(yaml.SafeDumper):
 UnsafeDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar("!unsafe", value))
 
 
-def survey_answers(answers: dict) -> dict:
+def survey_answers(answers: dict, template: str = "ensure_ha") -> dict:
     """The extra vars AWX derives from a launch: each answer checked as AWX checks it, defaults for the rest."""
-    spec = yaml.safe_load((AWX / "survey_ensure_ha.yml").read_text())["spec"]
+    spec = yaml.safe_load((AWX / f"survey_{template}.yml").read_text())["spec"]
     out = {}
     for q in spec:
         value = answers.get(q["variable"], q.get("default"))
@@ -65,11 +66,12 @@ def survey_answers(answers: dict) -> dict:
 
 
 def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dict | None,
-        host_vars: dict[str, dict] | None = None) -> dict[str, dict]:
+        host_vars: dict[str, dict] | None = None, job_template: str = "ensure_ha") -> dict[str, dict]:
     """One check job in a new private data directory; {task name: localhost's result}, and under "__job__" the
     return code, the secrets files the job left, every (host, task) that reported a change and every state
     machine's results. The directory is deleted. host_vars: the inventory's variables of each state machine beyond
-    its connection; without them the members are plain (the opt-out)."""
+    its connection; without them the members are plain (the opt-out). job_template: ensure_ha or retire_machine,
+    whose survey and playbook the job uses."""
     pdd = tmp / f"awx_{number}_job"
     shutil.copytree(AWX / "project", pdd / "project")
     link = pdd / "requirements_collections" / "ansible_collections" / "stateserver" / "ha"
@@ -86,7 +88,8 @@ def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dic
     script.write_text(f"#!{sys.executable}\nprint({json.dumps(inventory)!r})\n")
     script.chmod(0o700)
     (pdd / "env").mkdir()
-    extravars = {**survey_answers(answers), "awx_job_id": number, "awx_job_template_name": "stateserver.ha ensure_ha"}
+    extravars = {**survey_answers(answers, job_template), "awx_job_id": number,
+                 "awx_job_template_name": f"stateserver.ha {job_template}"}
     (pdd / "env" / "extravars").write_text(yaml.dump(extravars, Dumper=UnsafeDumper))
     cmdline = "--check"
     if credential is not None:
@@ -102,7 +105,7 @@ def job(tmp: Path, number: int, cluster: Cluster, answers: dict, credential: dic
            "ANSIBLE_LOCAL_TEMP": str(pdd / "home" / "tmp"), "ANSIBLE_HOST_KEY_CHECKING": "False",
            "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False", "JOB_ID": str(number)}
     try:
-        run = ansible_runner.run(private_data_dir=str(pdd), playbook="ensure_ha.yml", ident=str(number),
+        run = ansible_runner.run(private_data_dir=str(pdd), playbook=f"{job_template}.yml", ident=str(number),
                                  envvars=env, suppress_env_files=True, quiet=True, timeout=300)
         tasks = {e["event_data"]["task"]: {**e["event_data"]["res"], "failed": e["event"] == "runner_on_failed"}
                  for e in run.events if e["event"] in ("runner_on_ok", "runner_on_failed")
@@ -325,6 +328,18 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         for name in members:
             made = "".join(tasks["__job__"]["stored"][f"certs/{name}.{ext}"].strip() + "\n" for ext in ("crt", "key"))
             assert made == (tmp_path / "machines" / name / "tls" / "mongod.pem").read_text()
+        assert observed() == before
+
+        # A retire check job: the spare the plan names for sm3's vote is reported as a real run would issue its
+        # certificates (nothing made under --check), the machines that stay keep theirs (the retiree is not
+        # provisioned, so it needs none); the spare's files are not written.
+        tasks = job(tmp_path, 4, cluster, {"machine": "sm3"}, credential, host_vars, job_template="retire_machine")
+        assert tasks["__job__"]["rc"] == 0, tasks
+        certificates = tasks["Keep the deployment CA and a certificate for each state machine"]
+        assert certificates["changed"] is True, certificates
+        assert {name: (c["action"], c["api"]["action"]) for name, c in certificates["certificates"].items()} == {
+            **{name: ("adopted", "adopted") for name in members[:2]}, spare: ("issued", "issued")}
+        assert tasks["__job__"]["stored"] == {f: (first / f).read_text() for f in stored if "sm3" not in f}
         assert observed() == before
 
         # A credential without the CA (its optional inputs left empty): stopped before a CA is looked for or made,
