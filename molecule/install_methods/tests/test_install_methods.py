@@ -8,6 +8,7 @@ The tests run in file order and build on each other.
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,8 @@ INSTALLED = {"m1": "/opt/mongodb/bin/mongod", "m2": "/usr/local/bin/mongod", "m3
 SIMULATOR = "/opt/mongosim/bin/mongosim"
 PACKAGES = {"m3": "mongosim-standin-server", "m4": "mongodb-org-server"}
 REPO_KEY = "/etc/apt/keyrings/mongodb-server-7.0.asc"
+# A PLAY RECAP line: host, then its changed count.
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
 
 
 def local_sha256(path):
@@ -150,10 +153,15 @@ def test_an_upgrade_restarts_members_one_at_a_time_primary_last_and_keeps_writes
         assert c.stateserver.upgrade_probe.find_one({"_id": "before-upgrade"}) is not None
 
 
-def test_a_second_run_after_the_upgrade_restarts_nothing():
+def test_a_second_run_after_the_upgrade_changes_and_restarts_nothing():
+    """The scenario's idempotence check (it has no molecule idempotence step): every install method's no-op path."""
     version = hatest.replset_config()["version"]
     before = start_times()
     proc = hatest.run_playbook("ensure-ha.yml", "-e", "n=5")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # The play's own per-host totals, as molecule's idempotence step reads them.
+    recap = dict(RECAP.findall(proc.stdout))
+    assert sorted(recap) == sorted(["localhost", *MACHINES]), proc.stdout[-4000:]
+    assert {host: int(changed) for host, changed in recap.items() if changed != "0"} == {}, proc.stdout[-8000:]
     assert start_times() == before
     assert hatest.replset_config()["version"] == version
