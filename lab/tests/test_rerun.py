@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,8 @@ def test_a_matching_machine_is_left_alone_in_one_comparison(machine: Path) -> No
     assert service_state(machine, "mongod") == "active"
     assert service_state(machine, "stateserver-api") == "active"
     # HTTPS only, with the certificate the CA signed.
-    live = httpx.get(f"https://{HOST}:17070/v1/live", verify=str(machine / "pki" / "ca.pem"), timeout=10)
+    trust = ssl.create_default_context(cafile=str(machine / "pki" / "ca.pem"))
+    live = httpx.get(f"https://{HOST}:17070/v1/live", verify=trust, timeout=10)
     assert live.status_code == 200
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{HOST}:17070/v1/live", timeout=5)
