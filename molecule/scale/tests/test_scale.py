@@ -1,9 +1,12 @@
-"""scale: --check and status.yml change nothing; 3 -> 5 -> 7 by AWX jobs; n=4 and n=9 fail clearly and change
-nothing. (That n=3 never shrinks a set is shown by tests/integration/test_modules.py and the unit tests; a 7-host
-job for it here cost the make test budget more than it showed.)
+"""scale: 3 -> 5 -> 7 by AWX jobs: job 1 deploys, --check and status.yml change nothing, a job without the
+credential stops before it changes anything, the answer "5" grows the set, the same job again changes nothing, "7"
+grows it to 7; n=4 and n=9 fail clearly and change nothing. (That n=3 never shrinks a set is shown by
+tests/integration/test_modules.py and the unit tests; a 7-host job for it here cost the make test budget more than
+it showed.)
 
-The tests run in file order and build on each other (one set, grown step by step). From the grow steps on, the set
-is run the way an AWX job template runs it (awxjob.py): ansible-runner, a new private data directory per job, the
+The tests run in file order and build on each other (one set, grown step by step). The scenario's converge only makes
+what an operator puts in the credential before the first job (converge.yml: the four secrets and a CA). Every job is
+run the way an AWX job template runs it (awxjob.py): ansible-runner, a new private data directory per job, the
 collection installed from its built tarball, the survey's answers as text, the secrets and the deployment CA from a
 credential of the shipped type. A job's directory holds no secrets directory of the scenario's: each job has only
 its credential, and reads the certificates the machines hold.
@@ -81,9 +84,16 @@ def ran_job(job):
     return job
 
 
-def test_converge_made_three_voters():
+def test_job_1_deploys_three_voters_from_the_credential(awx):
+    job = ran_job(awx.launch("3"))
     hatest.healthy_voters(3)
     assert hatest.voters(hatest.replset_config()) == MACHINES[:3]
+    # The credential's CA signed what the members serve; the first deployment generated no secret of its own.
+    certificates = job.result(CERTIFICATES)
+    assert certificates["ca"]["action"] == "given"
+    assert sorted(certificates["certificates"]) == MACHINES[:3]
+    with hatest.client() as c:  # the admin password and the CA from the credential (the scenario's secrets)
+        assert c.admin.command("ping")["ok"] == 1
 
 
 def test_check_mode_prints_the_plan_and_touches_nothing():
