@@ -304,6 +304,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     HAS_PYMONGO,
     PYMONGO_IMPORT_ERROR,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import PROBE_OPTIONS, answering_members
 
@@ -418,6 +419,7 @@ def read_bytes(path: str) -> bytes | None:
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
     argument_spec.update(

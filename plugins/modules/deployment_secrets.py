@@ -230,6 +230,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     PYMONGO_IMPORT_ERROR,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     ADMIN_PASSWORD,
@@ -278,6 +279,7 @@ def api_user_absent(params: dict, store: SecretsDir, stored: set[str]) -> tuple[
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
     argument_spec.update(

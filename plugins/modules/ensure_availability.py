@@ -275,6 +275,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import VALID_N
 
@@ -332,6 +333,7 @@ def read_state(module, rs, pool):
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(
         n={"type": "int", "default": 3, "choices": list(VALID_N)},

@@ -329,6 +329,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._status import (
     certificate_expiry,
@@ -435,6 +436,7 @@ def probe(api_addresses: list[str], mongo_addresses: list[str], params: dict,
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(pool={"type": "list", "elements": "dict", "default": [], "options": {
         "name": {"type": "str", "required": True},

@@ -228,6 +228,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._member import (
     waiting_for,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._model import MACHINE_TAG
+from ansible_collections.stateserver.ha.plugins.module_utils._replset import exit_without_joining_monitors
 
 # The member is on this host: a refused or silent connection is known within this time.
 CONNECT_TIMEOUT = 2.0
@@ -376,6 +377,7 @@ def run(module: AnsibleModule, member: LocalMember, result: dict) -> None:
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     module = AnsibleModule(
         argument_spec={
             "state": {"type": "str", "required": True, "choices": list(STATES)},

@@ -123,6 +123,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     PYMONGO_IMPORT_ERROR,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._users import (
     CREATE,
@@ -136,6 +137,7 @@ MIN_PASSWORD = 8
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(
         name={"type": "str", "required": True},

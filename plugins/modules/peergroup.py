@@ -260,10 +260,12 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     PYMONGO_IMPORT_ERROR,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(
         timeout={"type": "float", "default": 300, "aliases": ["wait_timeout"]},

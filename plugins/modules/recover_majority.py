@@ -147,6 +147,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 
 try:
@@ -211,6 +212,7 @@ def force(module, rs: ReplSet, host: str, config: dict) -> tuple[str | None, int
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(confirm={"type": "str", "required": True}, timeout={"type": "float", "default": 60})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

@@ -156,6 +156,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     NoSeedAnswered,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 
 try:
@@ -264,6 +265,7 @@ def existing_backups(dest: str) -> list[str]:
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(
         dest={"type": "path", "required": True},

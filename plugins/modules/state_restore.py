@@ -123,6 +123,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     PYMONGO_IMPORT_ERROR,
     ReplSet,
     ReplSetError,
+    exit_without_joining_monitors,
 )
 
 try:
@@ -188,6 +189,7 @@ def restore(db, manifest: dict, files: dict, names: list[str], replace: list[str
 
 
 def main() -> None:
+    exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
     argument_spec.update(
         path={"type": "path", "required": True},
