@@ -65,8 +65,9 @@ def service_state(state: Path, name: str) -> str:
     return ssh(state, f"systemctl is-active {name}").stdout.strip()
 
 
-def run(state: Path, *args: str) -> dict:
-    """ansible-playbook through ansible-runner; {'changed': tasks changed, 'tasks': {task name: [events]}}."""
+def run(state: Path, *args: str, rc: int = 0) -> dict:
+    """ansible-playbook through ansible-runner, which must exit with `rc`; {'changed': tasks changed, 'tasks': {task
+    name: [events]}}."""
     play = state / "play.yml"
     play.write_text(PLAY)
     # ansible-runner keeps a run's command line in env/cmdline and reuses it for a later run given none: without
@@ -80,7 +81,7 @@ def run(state: Path, *args: str) -> dict:
                  "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "build" / "collections"),
                  "ANSIBLE_HOME": str(ROOT / "build" / "ansible-home"), "ANSIBLE_PIPELINING": "True",
                  "ANSIBLE_HOST_KEY_CHECKING": "False"})
-    assert runner.rc == 0, runner.stdout.read()[-4000:]
+    assert runner.rc == rc, runner.stdout.read()[-4000:]
     tasks: dict[str, list[dict]] = {}
     for event in runner.events:
         if event["event"] in ("runner_on_ok", "runner_on_skipped", "runner_on_failed"):
@@ -147,6 +148,20 @@ def test_a_matching_machine_is_left_alone_in_one_comparison(machine: Path) -> No
     assert live.status_code == 200
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{HOST}:17070/v1/live", timeout=5)
+
+
+def test_a_jump_of_two_member_authentication_steps_is_refused_before_anything_changes(machine: Path) -> None:
+    # The comparison reads only mongod.conf's checksum; the full run it causes reads the mode the host runs with
+    # (keyFile) and refuses x509, two steps away, before it writes or restarts anything.
+    want_config = host_file(machine, CONFIG)
+    started = ssh(machine, "systemctl show -p ActiveEnterTimestampMonotonic --value mongod").stdout
+    refused = run(machine, "-e", "mongod_cluster_auth_mode=x509", rc=2)
+    failures = [e["event_data"]["res"].get("msg", "") for events in refused["tasks"].values() for e in events
+                if e["event"] == "runner_on_failed"]
+    assert len(failures) == 1 and "runs with clusterAuthMode keyFile" in failures[0], failures
+    assert refused["changed"] == 0
+    assert host_file(machine, CONFIG) == want_config
+    assert ssh(machine, "systemctl show -p ActiveEnterTimestampMonotonic --value mongod").stdout == started
 
 
 def sandbox(state: Path, service: str) -> dict[str, str]:

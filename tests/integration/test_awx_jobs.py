@@ -307,10 +307,15 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert sorted(tasks[PLAN]["machines"]) == members
         assert {name: (c["action"], c["api"]["action"]) for name, c in certificates["certificates"].items()} == {
             name: ("adopted", "adopted") for name in members}
+        machines = tasks["__job__"]["machines"]
         for name in members:
-            assert tasks["__job__"]["machines"][name]["Read the certificate and key mongod serves"].get("censored")
-        assert tasks["__job__"]["machines"][spare]["Look for the certificate and key mongod serves"]["stat"] == {
-            "exists": False}
+            assert machines[name]["Read the certificate and key mongod serves"].get("censored")
+            assert "Keep what the machine holds for the controller" in machines[name]
+        # The spare was read once (holding nothing is no failure) and kept nothing; it was not pinged again.
+        assert machines[spare]["Read the certificate and key mongod serves"].get("failed") is not True
+        assert "Keep what the machine holds for the controller" not in machines[spare]
+        assert "Read the certificate and key the API server serves" not in machines[spare]
+        assert "Check that the host answers over its connection" not in machines[spare]
         assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
         assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == members
         # No host changed, the controller included: nothing was issued, for the spare neither.
