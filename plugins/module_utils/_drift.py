@@ -44,7 +44,7 @@ def parse_systemctl_show(services: list[str], stdout: str) -> dict[str, dict[str
     for index, service in enumerate(services):
         props = {}
         for line in (blocks[index] if index < len(blocks) else "").splitlines():
-            key, _, value = line.partition("=")
+            key, _sep, value = line.partition("=")
             if key in SERVICE_PROPERTIES:
                 props[key] = value
         states[service] = props

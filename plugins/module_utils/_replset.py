@@ -12,7 +12,9 @@ code does, and the convergence loop (_converge.py) chooses what to send and when
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import importlib
 import os
 import socket
 import threading
@@ -36,27 +38,6 @@ except ImportError:
     PYMONGO_IMPORT_ERROR = traceback.format_exc()
 
 
-def exit_without_joining_monitors() -> None:
-    """Let this process exit as soon as its result is printed, not half a second later.
-
-    pymongo registers an exit handler that joins the monitor threads of every client it made. A closed monitor
-    only notices at its next 0.5 s tick, so each module process idled that long after its result (about a third of
-    a module call). The modules close every client they open (`with`), and the threads are daemons, so nothing is
-    lost by not waiting. A pymongo without that handler (another version) is left as it is.
-    """
-    if not HAS_PYMONGO:
-        return
-    import atexit
-    import importlib
-
-    for name in ("pymongo.synchronous.monitor", "pymongo.monitor"):
-        try:
-            handler = getattr(importlib.import_module(name), "_shutdown_resources", None)
-        except ImportError:
-            continue
-        if handler is not None:
-            atexit.unregister(handler)
-
 from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     check_connection,
     connection_defaults,
@@ -73,6 +54,26 @@ from ansible_collections.stateserver.ha.plugins.module_utils._records import (
     parse_record_docs,
     record_to_doc,
 )
+
+
+def exit_without_joining_monitors() -> None:
+    """Let this process exit as soon as its result is printed, not half a second later.
+
+    pymongo registers an exit handler that joins the monitor threads of every client it made. A closed monitor
+    only notices at its next 0.5 s tick, so each module process idled that long after its result (about a third of
+    a module call). The modules close every client they open (`with`), and the threads are daemons, so nothing is
+    lost by not waiting. A pymongo without that handler (another version) is left as it is.
+    """
+    if not HAS_PYMONGO:
+        return
+    for name in ("pymongo.synchronous.monitor", "pymongo.monitor"):
+        try:
+            handler = getattr(importlib.import_module(name), "_shutdown_resources", None)
+        except ImportError:
+            continue
+        if handler is not None:
+            atexit.unregister(handler)
+
 
 # Seconds to wait for a TCP connection to a seed while probing: loopback and a LAN answer in milliseconds, and a
 # refusal (no mongod) comes back at once; only an unreachable host costs this much, once, in parallel.
