@@ -85,17 +85,20 @@ def run_tasks(workdir: Path, tasks: list[dict], *, check: bool = False, diff: bo
     return PlayRun(proc.returncode, results, proc.stdout, proc.stderr)
 
 
-def run_recorded(workdir: Path, recorder: str, args: list[str], timeout: float = 300
-                 ) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def run_recorded(workdir: Path, recorder: str, args: list[str], timeout: float = 300, env: dict | None = None,
+                 ansible_playbook: Path | None = None) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """Run ansible-playbook `args` in `workdir` with the `recorder` callback plugin enabled; return the process and
-    the entries it recorded ({host, task, result}, one per task result)."""
+    the entries this run recorded ({host, task, result}, one per task result). env: the environment to run in
+    (default: ansible_env with workdir/ansible-home), the callback's variables added; ansible_playbook: the one to
+    run (default: this venv's)."""
     plugins = workdir / "callbacks"
-    plugins.mkdir(exist_ok=True)
+    plugins.mkdir(parents=True, exist_ok=True)
     (plugins / "record.py").write_text(recorder)
     results = workdir / "results.jsonl"
-    env = ansible_env(workdir / "ansible-home")
+    results.unlink(missing_ok=True)  # the recorder appends: an earlier run's entries are not this run's
+    env = dict(env) if env is not None else ansible_env(workdir / "ansible-home")
     env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], check=False, env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=str(workdir))
+    proc = subprocess.run([str(ansible_playbook or Path(sys.executable).parent / "ansible-playbook"), *args],
+                          check=False, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(workdir))
     assert results.exists(), proc.stdout + proc.stderr
     return proc, [json.loads(line) for line in results.read_text().splitlines()]

@@ -6,13 +6,10 @@ back equal the originals. What the plays registered comes from the recording cal
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from playbook import REPO, ansible_env
+from playbook import REPO, run_recorded
 from test_backup import MAJORITY, backups, dump, three_members, write_state
 from test_retire_playbooks import PASSWORD, RECORDER, inventory
 
@@ -22,22 +19,9 @@ pytestmark = pytest.mark.timeout(600)
 def play(workdir: Path, cluster, playbook: str, *extra: str) -> tuple[int, dict]:
     """(rc, {task name: localhost's result}) of one ansible-playbook run."""
     workdir.mkdir(parents=True, exist_ok=True)
-    plugins = workdir / "callbacks"
-    plugins.mkdir(exist_ok=True)
-    (plugins / "record.py").write_text(RECORDER)
-    results = workdir / "results.jsonl"
-    env = ansible_env(workdir / "ansible-home")
-    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
-                           str(inventory(cluster, workdir)), str(REPO / "playbooks" / playbook), *extra],
-                          check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(workdir))
-    assert results.exists(), proc.stdout + proc.stderr
-    tasks = {}
-    for line in results.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["host"] == "localhost":
-            tasks[entry["task"]] = entry["result"]
-    return proc.returncode, tasks
+    proc, entries = run_recorded(workdir, RECORDER, ["-i", str(inventory(cluster, workdir)),
+                                                     str(REPO / "playbooks" / playbook), *extra])
+    return proc.returncode, {e["task"]: e["result"] for e in entries if e["host"] == "localhost"}
 
 
 def with_admin(cluster):

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from playbook import REPO
+from playbook import REPO, run_recorded
 from test_retire_playbooks import RECORDER
 
 pytestmark = pytest.mark.timeout(600)
@@ -54,16 +54,9 @@ def installed(root: Path) -> Path:
 def api_wheels(root: Path, workdir: Path, *extra: str) -> tuple[int, list[dict]]:
     """(rc, every task result) of stateserver.ha.api_wheels run by its collection name from workdir."""
     workdir.mkdir(parents=True)
-    (workdir / "callbacks").mkdir()
-    (workdir / "callbacks" / "record.py").write_text(RECORDER)
-    env = env_for(root)
-    env.update(ANSIBLE_CALLBACK_PLUGINS=str(workdir / "callbacks"), ANSIBLE_CALLBACKS_ENABLED="record",
-               RECORD_RESULTS=str(workdir / "results.jsonl"))
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "stateserver.ha.api_wheels", *extra], check=False,
-                          capture_output=True, text=True, timeout=300, cwd=str(workdir), env=env)
-    results = workdir / "results.jsonl"
-    assert results.exists(), proc.stdout + proc.stderr
-    return proc.returncode, [json.loads(line) for line in results.read_text().splitlines()]
+    proc, entries = run_recorded(workdir, RECORDER, ["stateserver.ha.api_wheels", *extra], env=env_for(root),
+                                 ansible_playbook=BIN / "ansible-playbook")
+    return proc.returncode, entries
 
 
 def task(entry: dict) -> str:
@@ -173,8 +166,6 @@ def test_the_roles_take_the_execution_environments_wheel_directory(root, tmp_pat
     # The EE built from execution-environment.yml sets STATESERVER_HA_API_WHEEL_DIR; the roles' wheel directory
     # defaults to it, so job templates need no variable for it.
     variable = f"{role}_wheel_dir"
-    (tmp_path / "callbacks").mkdir()
-    (tmp_path / "callbacks" / "record.py").write_text(RECORDER)
     (tmp_path / "play.yml").write_text(f"""
 - hosts: localhost
   gather_facts: false
@@ -186,13 +177,10 @@ def test_the_roles_take_the_execution_environments_wheel_directory(root, tmp_pat
         var: {variable}
 """)
     for value in ("/opt/stateserver-ha/api-wheels", None):
-        results = tmp_path / f"results-{bool(value)}.jsonl"
         env = {k: v for k, v in env_for(root).items() if k != "STATESERVER_HA_API_WHEEL_DIR"}
-        env.update(ANSIBLE_CALLBACK_PLUGINS=str(tmp_path / "callbacks"), ANSIBLE_CALLBACKS_ENABLED="record",
-                   RECORD_RESULTS=str(results), **({"STATESERVER_HA_API_WHEEL_DIR": value} if value else {}))
-        proc = subprocess.run([str(BIN / "ansible-playbook"), str(tmp_path / "play.yml")], check=False,
-                              capture_output=True, text=True, timeout=120, cwd=str(tmp_path), env=env)
+        env.update({"STATESERVER_HA_API_WHEEL_DIR": value} if value else {})
+        proc, entries = run_recorded(tmp_path, RECORDER, [str(tmp_path / "play.yml")], timeout=120, env=env,
+                                     ansible_playbook=BIN / "ansible-playbook")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        (shown,) = [e["result"][variable] for e in map(json.loads, results.read_text().splitlines())
-                    if variable in e["result"]]
+        (shown,) = [e["result"][variable] for e in entries if variable in e["result"]]
         assert shown == (value or "")

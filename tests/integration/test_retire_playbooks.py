@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cluster import Cluster
-from playbook import REPO, ansible_env, run_tasks
+from playbook import REPO, ansible_env, run_recorded, run_tasks
 from test_modules import assert_converged, ea, pg, voters
 from test_retire import members
 
@@ -78,23 +77,17 @@ def run(workdir: Path, cluster: Cluster, playbook: str, *extra: str, stand_ins: 
     """Every task result ({task, host, result}) of one ansible-playbook run; the last entry is {"rc": ...}.
 
     stand_ins: a directory made by stand_ins(); the run then really changes the hosts (no --check)."""
-    plugins = workdir / "callbacks"
-    plugins.mkdir(parents=True, exist_ok=True)
-    (plugins / "record.py").write_text(RECORDER)
-    results = workdir / "results.jsonl"
+    workdir.mkdir(parents=True, exist_ok=True)
     env = ansible_env(workdir / "ansible-home")
-    env.update(ANSIBLE_CALLBACK_PLUGINS=str(plugins), ANSIBLE_CALLBACKS_ENABLED="record", RECORD_RESULTS=str(results))
     args = ["--check"]
     if stand_ins:
         args = []
         env.update(ANSIBLE_COLLECTIONS_PATH=str(stand_ins / "collections"), FAKE_SYSTEMD=str(stand_ins / "units.json"),
                    PATH=f"{stand_ins / 'bin'}{os.pathsep}{env['PATH']}")
     hosts = inventory(cluster, workdir, stand_ins / "machines" if stand_ins else None)
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(hosts),
-                           str(REPO / "playbooks" / playbook), *args, *extra],
-                          check=False, env=env, capture_output=True, text=True, timeout=300, cwd=str(workdir))
-    assert results.exists(), proc.stdout + proc.stderr
-    return [json.loads(line) for line in results.read_text().splitlines()] + [{"rc": proc.returncode}]
+    proc, entries = run_recorded(workdir, RECORDER, ["-i", str(hosts), str(REPO / "playbooks" / playbook), *args,
+                                                     *extra], env=env)
+    return entries + [{"rc": proc.returncode}]
 
 
 def play(workdir: Path, cluster: Cluster, playbook: str, *extra: str) -> tuple[int, dict]:
