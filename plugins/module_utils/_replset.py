@@ -163,6 +163,18 @@ class InvalidRecords(ReplSetError):
         self.records = records
 
 
+# How a seed's answer starts when not even a TCP connection was made to it (nothing listens, or it is off).
+NOTHING_LISTENS = "nothing answers at"
+
+
+def listening_but_silent(answers: dict) -> dict:
+    """The seeds of a probe that took a TCP connection but gave no hello ({seed: error text}): a TLS handshake
+    that does not verify (another CA, TLS on one side only), a mongod still starting, or something else on the
+    port. Such a seed may well be a member of a running set, so its silence never means a first deployment."""
+    return {seed: error for seed, error in answers.items()
+            if isinstance(error, str) and not error.startswith(NOTHING_LISTENS)}
+
+
 class NoSeedAnswered(ReplSetError):
     """No seed answered at all (nothing listens, or nothing reachable): no mongod of this set runs there yet.
 
@@ -318,7 +330,7 @@ class ReplSet:
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except OSError as exc:
-            return f"nothing answers at {seed}: {exc.strerror or exc}"
+            return f"{NOTHING_LISTENS} {seed}: {exc.strerror or exc}"
         while True:
             try:
                 client, fresh = self.kept(seed)

@@ -23,7 +23,16 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
-from ansible_collections.stateserver.ha.plugins.module_utils._replset import ReplSet
+
+def replset_module():
+    """_replset, imported on first use and never at start-up: a run whose secrets and CA are all on file asks no
+    seed, and so never pays for loading pymongo (a fifth of the module's start-up). Its monitor threads are then
+    not waited for at exit (see _replset.exit_without_joining_monitors)."""
+    from ansible_collections.stateserver.ha.plugins.module_utils import _replset
+
+    _replset.exit_without_joining_monitors()
+    return _replset
+
 
 GIVEN, FILE, GENERATED, WOULD_GENERATE, MISSING = "variables", "file", "generated", "would_generate", "missing"
 
@@ -141,14 +150,15 @@ def answering_members(params: dict) -> list[str]:
     A seed silent in the mode asked is asked again the other way (plain, or TLS without verifying: hello needs no
     login and carries no secret), because a set that still serves plain TCP while the run asks over TLS (or the
     reverse) must not look like a first deployment. Raises ReplSetError when the options are not usable."""
+    replset = replset_module()
     options = {key: params[key] for key in PROBE_OPTIONS}
-    with ReplSet(options) as rs:
+    with replset.ReplSet(options) as rs:
         found = _initiated(rs.probe())
         silent = [seed for seed in rs.seeds if seed not in found]
     if silent:
         other = dict(options, seeds=silent, tls=not options["tls"], tls_ca_file=None, tls_certificate_key_file=None,
                      tls_certificate_key_file_password=None, tls_allow_invalid_certificates=not options["tls"])
-        with ReplSet(other) as rs:
+        with replset.ReplSet(other) as rs:
             found |= _initiated(rs.probe())
     return sorted(found)
 

@@ -51,7 +51,8 @@ description:
     a member. A deployment made before these existed gets them on its next run; the machines' certificates stay.
   - C(playbooks/ensure-ha.yml) calls it right after the deployment's secrets for the CA alone (O(machines) empty,
     or with O(operator_certificates) every pool machine, whose certificates are then checked before anything
-    changes), and again after its plan for the machines the plan provisions, unless C(stateserver_tls) is false;
+    changes) unless V(ca.crt) and V(ca.key) are already in O(secrets_dir) and no CA is given, and again after its
+    plan for the machines the plan provisions, unless C(stateserver_tls) is false;
     the mongod role installs the CA and the machine's certificate. A spare no plan provisions gets no certificate.
 author:
   - stateserver.ha developers (@stateserver)
@@ -300,13 +301,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
     utc_now,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
-from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
-    HAS_PYMONGO,
-    PYMONGO_IMPORT_ERROR,
-    ReplSetError,
-    exit_without_joining_monitors,
+from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
+    PROBE_OPTIONS,
+    answering_members,
+    replset_module,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._secrets import PROBE_OPTIONS, answering_members
 
 GIVEN = "given"
 # An API server that serves its machine's certificate: operator certificates without an API one.
@@ -419,7 +418,6 @@ def read_bytes(path: str) -> bytes | None:
 
 
 def main() -> None:
-    exit_without_joining_monitors()
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
     argument_spec.update(
@@ -476,9 +474,14 @@ def main() -> None:
         ca = given or (pki.load_ca() if pki.ca_present() else None)
         deployed = None
         if ca is None:
-            if not HAS_PYMONGO:
-                module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **base)
-            answering = answering_members(params)
+            # Only here is a seed asked, so only here is pymongo loaded.
+            replset = replset_module()
+            if not replset.HAS_PYMONGO:
+                module.fail_json(msg=missing_required_lib("pymongo"), exception=replset.PYMONGO_IMPORT_ERROR, **base)
+            try:
+                answering = answering_members(params)
+            except replset.ReplSetError as exc:
+                module.fail_json(msg=str(exc), **base)
             deployed = bool(answering)
         renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
         # The machines' certificates, then their API servers' under the same rule (api=True).
@@ -517,7 +520,7 @@ def main() -> None:
                     cert, key = new_certificate(ca[0], ca[1], name, wanted[name], api)
                     pki.write(*pki.machine_paths(name, api), cert, key)
                     current[api][name] = pki.held(name, ca[0], api)
-    except (PkiDirError, ReplSetError) as exc:
+    except PkiDirError as exc:
         module.fail_json(msg=str(exc), **base)
 
     certificates = {}

@@ -225,13 +225,6 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.stateserver.ha.plugins.module_utils._args import check_connection, connection_argument_spec
-from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
-    HAS_PYMONGO,
-    PYMONGO_IMPORT_ERROR,
-    ReplSet,
-    ReplSetError,
-    exit_without_joining_monitors,
-)
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     ADMIN_PASSWORD,
     API_MONGO_PASSWORD,
@@ -248,6 +241,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     missing_message,
     new_value,
     plan_secrets,
+    replset_module,
     value_problem,
 )
 
@@ -265,6 +259,7 @@ def api_user_absent(params: dict, store: SecretsDir, stored: set[str]) -> tuple[
     if params["tls"] and (params["tls_allow_invalid_certificates"] or not params["tls_ca_file"]):
         return False, (" Whether the set has an API user yet was not asked: the deployment CA is not on this "
                        "controller, and the admin password is never sent to members that cannot be verified.")
+    replset = replset_module()
     try:
         password = params[ADMIN_PASSWORD.name]
         if password is None and ADMIN_PASSWORD.name in stored:
@@ -272,14 +267,13 @@ def api_user_absent(params: dict, store: SecretsDir, stored: set[str]) -> tuple[
         if password is None:
             return False, ""
         login = {key: params[key] for key in PROBE_OPTIONS}
-        with ReplSet({**login, "login_user": params["admin_user"], "login_password": password}) as rs:
+        with replset.ReplSet({**login, "login_user": params["admin_user"], "login_password": password}) as rs:
             return rs.read_user(params["api_mongo_user"], "admin") is None, ""
-    except (ReplSetError, SecretsDirError) as exc:
+    except (replset.ReplSetError, SecretsDirError) as exc:
         return False, f" Whether the set has an API user yet could not be asked: {exc}."
 
 
 def main() -> None:
-    exit_without_joining_monitors()
     connection = connection_argument_spec()
     argument_spec = {key: connection[key] for key in PROBE_OPTIONS}
     argument_spec.update(
@@ -312,11 +306,12 @@ def main() -> None:
     stored = store.stored()
     deployed, answering = None, []
     if any(spec.name not in given and spec.name not in stored for spec in wanted):
-        if not HAS_PYMONGO:
-            module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR, **empty)
+        replset = replset_module()
+        if not replset.HAS_PYMONGO:
+            module.fail_json(msg=missing_required_lib("pymongo"), exception=replset.PYMONGO_IMPORT_ERROR, **empty)
         try:
             answering = answering_members(params)
-        except ReplSetError as exc:
+        except replset.ReplSetError as exc:
             module.fail_json(msg=f"cannot ask the seeds whether the replica set exists: {exc}", **empty)
         deployed = bool(answering)
 

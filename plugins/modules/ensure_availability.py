@@ -276,6 +276,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSet,
     ReplSetError,
     exit_without_joining_monitors,
+    listening_but_silent,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import VALID_N
 
@@ -321,7 +322,16 @@ def read_state(module, rs, pool):
     params = module.params
     try:
         view = read_settled(rs, params["server_selection_timeout"])
-    except NoSeedAnswered:
+    except NoSeedAnswered as exc:
+        listening = listening_but_silent(exc.answers)
+        if listening:
+            module.fail_json(
+                msg="no seed answered hello, so this could look like a first deployment, but "
+                    + "; ".join(f"{seed} took a connection and then failed: {error}"
+                                for seed, error in sorted(listening.items()))
+                    + ". A replica set may run there: check the TLS settings (the deployment CA, stateserver_tls) and "
+                      "that mongod has started, then run again. Nothing was changed",
+                changed=False, report=[])
         view = ReplSetView(config=None, status=None, now=datetime.datetime.now(datetime.timezone.utc))  # noqa: UP017
     # Through the same ReplSet: a pool host that is also a seed is asked on the client discovery made for it.
     answers = rs.hellos([p.mongo_address for p in pool])

@@ -90,6 +90,59 @@ options:
         description: Whether the machine should vote.
         type: bool
         required: true
+  status:
+    description:
+      - Also read the status rows once the set has converged (in check mode, as the set is now), as
+        M(stateserver.ha.ha_status_info) reads them with these options, and return them as RV(status). A playbook
+        that converges and then reports saves a module run (C(ensure-ha.yml) does).
+      - Left out, no status is read.
+      - The options are validated before anything is sent; an invalid one fails the task and nothing is changed.
+        Should the status not be readable after the set converged, the task still succeeds and RV(status) holds only
+        C(msg), saying why.
+    type: dict
+    suboptions:
+      pool:
+        description: As M(stateserver.ha.ha_status_info)'s O(stateserver.ha.ha_status_info#module:pool).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          name:
+            description: Machine name (its inventory name).
+            type: str
+            required: true
+          mongo_address:
+            description: The host's mongod address, V(host:port).
+            type: str
+          address:
+            description: The host's address, V(host) or V(host:port).
+            type: str
+          api_address:
+            description: The host's API server address, V(host:port).
+            type: str
+          reachable:
+            description: Accepted so the pool given to M(stateserver.ha.ensure_availability) can be passed as is.
+            type: bool
+      probe_api:
+        description: Ask each machine's API server C(GET /v1/live), as M(stateserver.ha.ha_status_info) does.
+        type: bool
+        default: true
+      api_timeout:
+        description: Seconds each API server has to answer (the probes run in parallel).
+        type: float
+        default: 1.0
+      api_scheme:
+        description: V(https) for API servers that serve TLS, V(http) for plain HTTP.
+        type: str
+        choices: [http, https]
+        default: http
+      api_ca_file:
+        description: CA certificate file (PEM) to verify the API servers with, for O(status.api_scheme=https).
+        type: path
+      certificate_warning_days:
+        description: A certificate that expires within this many days is flagged.
+        type: int
+        default: 30
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -240,6 +293,16 @@ elapsed:
   returned: always
   type: float
   sample: 12.4
+status:
+  description:
+    - With O(status), what M(stateserver.ha.ha_status_info) returns (RV(stateserver.ha.ha_status_info#module:rows),
+      RV(stateserver.ha.ha_status_info#module:table), the records, members, primary, voters and convergence), read
+      after the set converged; in check mode, as the set is now.
+    - When it could not be read, only C(msg), saying why.
+  returned: when O(status) is given
+  type: dict
+  sample: {"table": ["MACHINE    ADDRESS              WANTS-VOTE  HAS-VOTE  STATE          PRIMARY API  NOTE",
+                     "sm1        192.0.2.11:37017     yes         yes       PRIMARY        *       yes"]}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -262,6 +325,11 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSetError,
     exit_without_joining_monitors,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._status_read import (
+    STATUS_OPTIONS,
+    check_status_options,
+    read_status,
+)
 
 
 def main() -> None:
@@ -275,6 +343,7 @@ def main() -> None:
             "api_address": {"type": "str", "required": True},
             "wants_vote": {"type": "bool", "required": True},
         }},
+        status={"type": "dict", "options": STATUS_OPTIONS},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
@@ -289,15 +358,27 @@ def main() -> None:
         if problems:
             module.fail_json(msg="the records option is not valid, nothing was changed: " + "; ".join(problems),
                              changed=False)
+    status_options, status_hosts = module.params["status"], []
+    if status_options is not None:
+        status_hosts, problem = check_status_options(status_options, module.params["port"])
+        if problem:
+            module.fail_json(msg=f"status: {problem}; nothing was changed", changed=False)
     if not HAS_PYMONGO:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
+    status = None
     try:
         with ReplSet(module.params) as rs:
             if module.check_mode:
                 outcome = plan_only(rs, records)
             else:
                 outcome = converge(rs, module.params["timeout"], records=records)
+            if status_options is not None:
+                # The set has converged: a failure to read it now is reported, not a failed convergence.
+                try:
+                    status = read_status(rs, module.params, status_options, status_hosts, module.warn)
+                except ReplSetError as exc:
+                    status = {"msg": str(exc)}
     except ReplSetError as exc:
         # A timeout, a refusal or invalid records: report what was applied before it (nothing, for most).
         partial = getattr(exc, "outcome", None)
@@ -305,6 +386,8 @@ def main() -> None:
         module.fail_json(msg=str(exc), changed=bool(partial and partial.steps), **extra)
 
     result = dict(changed=bool(outcome.steps), **outcome.as_result())
+    if status is not None:
+        result["status"] = status
     if module._diff:
         result["diff"] = {"before": {"members": member_docs(outcome.before)},
                           "after": {"members": member_docs(outcome.after)}}

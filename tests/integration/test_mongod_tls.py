@@ -169,6 +169,24 @@ def test_a_set_served_with_the_deployment_certificates_takes_tls_clients_only(tm
                              **options) as c, pytest.raises(PyMongoError):
                 c.admin.command("hello")
 
+        # A plan that trusts another CA hears no hello from any member, yet they all take its connections: that
+        # is not a first deployment (it would name a bootstrap machine over a running set). It fails, changing nothing.
+        with MongoClient(cluster.members[0].ip, port, directConnection=True, tls=True, tlsCAFile=ca_file,
+                         username="admin", password=PASSWORD, serverSelectionTimeoutMS=5000) as c:
+            # (The config version alone may still move: the set drops the new members' newlyAdded on its own.)
+            members = [(m["host"], m.get("votes", 1)) for m in c.admin.command("replSetGetConfig")["config"]["members"]]
+            run = run_tasks(tmp_path / "wrong-ca-plan", [
+                {"stateserver.ha.ensure_availability": {
+                    "n": 3, "pool": machines, "seeds": cluster.addresses, "tls": True, "login_user": "admin",
+                    "login_password": PASSWORD, "tls_ca_file": certs["sm2"]["certificate"],
+                    "server_selection_timeout": 2}}])
+            plan = run[0]
+            assert plan.get("failed") and "took a connection" in plan["msg"], plan
+            assert not plan.get("first_deployment") and not plan.get("bootstrap"), plan
+            after = [(m["host"], m.get("votes", 1)) for m in c.admin.command("replSetGetConfig")["config"]["members"]]
+            assert after == members
+            assert c.stateserver.machines.count_documents({}) == 0
+
         # Asked without TLS, the TLS set still counts as existing: no new secrets, no new CA over it.
         empty = tmp_path / "no-secrets"
         run = run_tasks(tmp_path / "plain-probe", [

@@ -35,18 +35,30 @@ def test_check_mode_lists_the_steps_a_growth_then_sends(tmp_path, cluster_factor
     cluster = cluster_factory(size=5)
     converge_to(cluster, tmp_path / "setup", 3, 3)
     version = cluster.read()[0]["version"]
-    tasks = [ea(cluster, 5, 5), pg(cluster, records="{{ r0.records }}")]
+    machines = [{"name": name, "address": host} for name, host in zip(cluster.names, cluster.hosts)]
+    # With `status`, peergroup also returns the status rows: as the set is now under --check, converged after.
+    tasks = [ea(cluster, 5, 5), pg(cluster, records="{{ r0.records }}", status={"pool": machines})]
 
     check = run_tasks(tmp_path / "check", tasks, check=True)
     assert not failed(check[0]) and not failed(check[1]), check.results
     assert check[1]["changed"] is True and check[1]["steps"]
     assert cluster.read()[0]["version"] == version
+    assert [(r["machine"], r["has_vote"]) for r in check[1]["status"]["rows"]] == [
+        ("sm1", True), ("sm2", True), ("sm3", True), ("sm4", None), ("sm5", None)]
 
-    real = run_tasks(tmp_path / "real", tasks)
+    real = run_tasks(tmp_path / "real", [*tasks, {STATUS: {**conn(cluster), "pool": machines}}])
     assert not failed(real[0]) and not failed(real[1]), real.results
     assert real[1]["steps"] == check[1]["steps"]
     assert [s["action"] for s in real[1]["steps"]].count("promote") == 2
     assert_converged(cluster, cluster.names[:5])
+    status = real[1]["status"]
+    assert status["converged"] is True and sorted(status["voters"]) == cluster.names[:5]
+    assert [(r["machine"], r["has_vote"], r["wants_vote"]) for r in status["rows"]] == [
+        (name, True, True) for name in cluster.names[:5]]
+    # The same rows ha_status_info reads afterwards (the primary may differ only if an election came between).
+    after = real[2]
+    assert not failed(after) and after["config_version"] == status["config_version"], after
+    assert after["rows"] == status["rows"] or after["primary"] != status["primary"], (after, status)
 
 
 def test_check_mode_lists_the_steps_a_repair_then_sends(tmp_path, cluster_factory):
@@ -337,6 +349,8 @@ BAD_OPTIONS = [
      "port must be a number from 1 to 65535"),
     (PG, {"records": [{"name": "sm1", "mongo_address": "h:1", "api_address": "h:2", "wants_vote": "maybe"}]},
      "wants_vote"),
+    (PG, {"status": {"pool": [{"name": "sm1", "address": "a:b:c"}]}}, "a:b:c"),
+    (PG, {"status": {"api_timeout": 0}}, "api_timeout must be"),
     (STATUS, {"port": 0}, "port must be from 1 to 65535"),
     (STATUS, {"server_selection_timeout": "nan"}, "server_selection_timeout must be"),
     (STATUS, {"pool": [{"name": "sm1", "address": "a:b:c"}]}, "a:b:c"),

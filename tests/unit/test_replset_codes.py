@@ -38,6 +38,24 @@ def test_no_seed_answering_raises_no_seed_answered_with_each_seed_error_at_once(
     assert all(seed in str(err.value) for seed in seeds)
 
 
+def test_a_seed_that_takes_the_connection_but_gives_no_hello_is_told_from_one_where_nothing_listens():
+    # Something accepts and hangs up at once (as a TLS member does to a client that does not verify it).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    closed = closed_ports(2)
+    taken = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        rs = _replset.ReplSet({"seeds": [*closed, taken], "server_selection_timeout": 2})
+        with pytest.raises(_replset.NoSeedAnswered) as err:
+            rs.discover()
+    finally:
+        listener.close()
+        rs.close()
+    assert sorted(_replset.listening_but_silent(err.value.answers)) == [taken]
+    assert _replset.listening_but_silent({closed[0]: err.value.answers[closed[0]], "h:1": {"ok": 1}}) == {}
+
+
 def test_probe_asks_every_seed_in_parallel(monkeypatch):
     seeds = [f"10.0.0.{i}:37017" for i in range(1, 7)]
     rs = _replset.ReplSet({"seeds": seeds})
