@@ -54,6 +54,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._records import (
     parse_record_docs,
     record_to_doc,
 )
+from ansible_collections.stateserver.ha.plugins.module_utils._users import CREATE, SET_PASSWORD, SET_ROLES, user_plan
 
 
 def exit_without_joining_monitors() -> None:
@@ -516,6 +517,18 @@ class ReplSet:
         except PyMongoError as exc:
             # The message of a failed createUser/updateUser never holds the password.
             raise ReplSetError(f"{next(iter(command))} {name}@{database} failed: {exc}") from exc
+
+    def keep_user(self, name: str, database: str, password: str, roles: list[dict], apply: bool) -> list[str]:
+        """The changes (_users.user_plan) that make user `name` of `database` exist with exactly `roles` and
+        `password`; sent only when `apply` (check mode reads only). Raises ReplSetError, never with the password."""
+        existing = self.read_user(name, database)
+        works = existing is not None and self.password_works(name, database, password)
+        plan = user_plan(existing, works, roles)
+        if plan and apply:
+            self.save_user(name, database, create=CREATE in plan,
+                           password=password if CREATE in plan or SET_PASSWORD in plan else None,
+                           roles=roles if CREATE in plan or SET_ROLES in plan else None)
+        return plan
 
     # -- writes -----------------------------------------------------------------------------------------------
 

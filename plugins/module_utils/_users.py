@@ -11,6 +11,24 @@ Pure: the caller reads the user (or its absence) and whether the wanted password
 from __future__ import annotations
 
 CREATE, SET_PASSWORD, SET_ROLES = "create", "set_password", "set_roles"
+# As mongod_user and ensure_availability's api_user take a password.
+MIN_PASSWORD = 8
+WORDS = {CREATE: "created", SET_PASSWORD: "set the password of", SET_ROLES: "set the roles of"}
+
+
+def user_problems(name: str, database: str, password: str, roles: list) -> list[str]:
+    """What is wrong with a wanted user (name, database, password length, roles), before anything is sent."""
+    problems = role_problems(roles)
+    if not name.strip() or not database.strip():
+        problems.append("name and database must not be empty")
+    if len(password) < MIN_PASSWORD:
+        problems.append(f"password must be at least {MIN_PASSWORD} characters")
+    return problems
+
+
+def user_message(name: str, database: str, plan: list[str], check_mode: bool) -> str:
+    done = " and ".join(WORDS[a] for a in plan) or "nothing to change for"
+    return f"{'check mode, would have ' if check_mode and plan else ''}{done} user {name}@{database}"
 
 
 def role_problems(roles: list) -> list[str]:

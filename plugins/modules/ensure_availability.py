@@ -106,6 +106,42 @@ options:
         reachable and must not already want a vote; a recorded standby is promoted. Only with O(retire), and only
         when a replacement is needed.
     type: str
+  api_user:
+    description:
+      - The API servers' own MongoDB user, kept with exactly these roles and this password once the replica set
+        exists, as M(stateserver.ha.mongod_user) keeps a user. It is created when missing, its password or roles set
+        when they differ, nothing sent when it matches. In check mode only reported (RV(api_user)).
+      - Before the set exists (a first deployment) nothing is done; C(ensure-ha.yml) plans again once the bootstrap
+        machine runs the set, and the user is made then, before any API server is configured to log in as it.
+      - Checked before anything is sent; an invalid one fails the task and nothing is changed.
+    type: dict
+    suboptions:
+      name:
+        description: The user's name.
+        type: str
+        required: true
+      database:
+        description: Its authentication database.
+        type: str
+        default: admin
+      password:
+        description: Its password, at least 8 characters.
+        type: str
+        required: true
+      roles:
+        description: Exactly the roles it holds; a role it has beyond these is taken away.
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          role:
+            description: Role name.
+            type: str
+            required: true
+          db:
+            description: Database of the role.
+            type: str
+            required: true
 extends_documentation_fragment:
   - stateserver.ha.connection
   - stateserver.ha.attributes
@@ -218,6 +254,19 @@ bootstrap:
   returned: success
   type: str
   sample: sm1
+api_user:
+  description:
+    - With O(api_user), what was sent for it (in check mode, what would be), in order, and a message; no actions
+      when it already matched, or when the set does not exist yet.
+  returned: when O(api_user) is given
+  type: dict
+  sample: {"name": "stateserver-api", "database": "admin", "actions": [], "msg": "nothing to change for user stateserver-api@admin"}
+  contains:
+    actions:
+      description: Some of V(create), V(set_password), V(set_roles).
+      type: list
+      elements: str
+      sample: []
 first_deployment:
   description: Whether there is no replica set yet; then RV(machines) is the bootstrap machine alone and nothing was
     written.
@@ -279,6 +328,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     listening_but_silent,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import VALID_N
+from ansible_collections.stateserver.ha.plugins.module_utils._users import user_message, user_problems
 
 # A day: far beyond any sensible grace period, and it keeps the value a plain finite number.
 MAX_DOWN_AFTER = 86400.0
@@ -357,6 +407,13 @@ def main() -> None:
         down_after={"type": "float", "default": 60},
         retire={"type": "list", "elements": "str", "default": []},
         replace_with={"type": "str"},
+        api_user={"type": "dict", "options": {
+            "name": {"type": "str", "required": True},
+            "database": {"type": "str", "default": "admin"},
+            "password": {"type": "str", "required": True, "no_log": True},
+            "roles": {"type": "list", "elements": "dict", "required": True, "options": {
+                "role": {"type": "str", "required": True}, "db": {"type": "str", "required": True}}},
+        }},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
@@ -364,6 +421,12 @@ def main() -> None:
     problem = option_problem(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False, report=[])
+    api_user = module.params["api_user"]
+    if api_user is not None:
+        problems = user_problems(api_user["name"], api_user["database"], api_user["password"], api_user["roles"])
+        if problems:
+            module.fail_json(msg="api_user: " + "; ".join(problems) + "; nothing was changed", changed=False,
+                             report=[])
     pool, problems = parse_pool(module.params["pool"], module.params["port"])
     if problems:
         module.fail_json(msg="the pool is not valid, so nothing was changed: " + "; ".join(problems), changed=False,
@@ -372,7 +435,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
 
     n = module.params["n"]
-    written, error = [], None
+    written, error, user_actions = [], None, []
     with ReplSet(module.params) as rs:
         try:
             view, records, answers = read_state(module, rs, pool)
@@ -382,17 +445,22 @@ def main() -> None:
                 module.fail_json(msg=plan.error, changed=False, report=list(plan.messages))
             if view.config is not None and not module.check_mode:
                 written = rs.write_records(records, plan.records_after)
+            # After the records: the user is for the API servers the plan's machines run.
+            if api_user is not None and view.config is not None:
+                user_actions = rs.keep_user(api_user["name"], api_user["database"], api_user["password"],
+                                            api_user["roles"], apply=not module.check_mode)
         except ReplSetError as exc:
             error = exc
     if error is not None:
         # Failed outside the handler: the message says all there is, no traceback rides along with it.
-        module.fail_json(msg=str(error), changed=bool(getattr(error, "written", None)), report=[])
+        module.fail_json(msg=str(error), changed=bool(getattr(error, "written", None) or written), report=[])
 
     first = view.config is None
     machines = [plan.bootstrap] if first else list(plan.maintained) + list(plan.added)
     report = list(plan.messages)
     result = {
-        "changed": bool(plan.changed or written or record_dicts(records) != record_dicts(plan.records_after)),
+        "changed": bool(plan.changed or written or user_actions
+                        or record_dicts(records) != record_dicts(plan.records_after)),
         "target": plan.target,
         "maintained": list(plan.maintained),
         "added": list(plan.added),
@@ -409,6 +477,10 @@ def main() -> None:
         "records": record_dicts(plan.records_after),
         "msg": "; ".join(report) or "nothing to do",
     }
+    if api_user is not None:
+        result["api_user"] = {"name": api_user["name"], "database": api_user["database"], "actions": user_actions,
+                              "msg": user_message(api_user["name"], api_user["database"], user_actions,
+                                                  module.check_mode)}
     if module._diff:
         result["diff"] = {"before": {"records": record_dicts(records)},
                           "after": {"records": record_dicts(plan.records_after)}}

@@ -125,15 +125,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSetError,
     exit_without_joining_monitors,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._users import (
-    CREATE,
-    SET_PASSWORD,
-    SET_ROLES,
-    role_problems,
-    user_plan,
-)
-
-MIN_PASSWORD = 8
+from ansible_collections.stateserver.ha.plugins.module_utils._users import user_message, user_problems
 
 
 def main() -> None:
@@ -150,11 +142,7 @@ def main() -> None:
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     params = module.params
     result = {"changed": False, "actions": []}
-    problems = role_problems(params["roles"])
-    if not params["name"].strip() or not params["database"].strip():
-        problems.append("name and database must not be empty")
-    if len(params["password"]) < MIN_PASSWORD:
-        problems.append(f"password must be at least {MIN_PASSWORD} characters")
+    problems = user_problems(params["name"], params["database"], params["password"], params["roles"])
     if not params["login_user"]:
         problems.append("login_user and login_password are required: only an administrator can create a user")
     problem = check_connection(params)
@@ -168,20 +156,11 @@ def main() -> None:
     name, database, roles = params["name"], params["database"], params["roles"]
     try:
         with ReplSet(params) as rs:
-            existing = rs.read_user(name, database)
-            works = existing is not None and rs.password_works(name, database, params["password"])
-            result["actions"] = plan = user_plan(existing, works, roles)
-            result["changed"] = bool(plan)
-            if plan and not module.check_mode:
-                rs.save_user(name, database, create=CREATE in plan,
-                             password=params["password"] if CREATE in plan or SET_PASSWORD in plan else None,
-                             roles=roles if CREATE in plan or SET_ROLES in plan else None)
+            plan = rs.keep_user(name, database, params["password"], roles, apply=not module.check_mode)
     except ReplSetError as exc:
-        module.fail_json(msg=f"{exc}; nothing more was sent", **{**result, "changed": False})
-    words = {CREATE: "created", SET_PASSWORD: "set the password of", SET_ROLES: "set the roles of"}
-    done = " and ".join(words[a] for a in plan) or "nothing to change for"
-    msg = f"{'check mode, would have ' if module.check_mode and plan else ''}{done} user {name}@{database}"
-    module.exit_json(msg=msg, user={"name": name, "database": database, "roles": roles}, **result)
+        module.fail_json(msg=f"{exc}; nothing more was sent", **result)
+    module.exit_json(msg=user_message(name, database, plan, module.check_mode), changed=bool(plan), actions=plan,
+                     user={"name": name, "database": database, "roles": roles})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from cluster import MACHINE_TAG, Cluster
 from mongosim import certs
 from playbook import run_tasks
 from pymongo.errors import PyMongoError
+from test_modules import EA as EA_
 from test_modules import PG, STATUS, ConnectionCounter, assert_converged, conn, converge_to, ea, pg, voters
 
 pytestmark = pytest.mark.timeout(480)
@@ -331,6 +332,36 @@ def test_status_says_which_machines_api_server_answers_its_liveness_check(tmp_pa
     assert [line.split()[-1] for line in unasked["table"][1:]] == ["-"] * 4
 
 
+API_ROLES = [{"role": "readWrite", "db": "stateserver"}, {"role": "clusterMonitor", "db": "admin"}]
+
+
+def test_the_plan_keeps_the_api_user_once_the_set_exists(tmp_path, cluster_factory):
+    cluster = cluster_factory(size=3)
+    user = {"name": "stateserver-api", "password": "api-user-password", "roles": API_ROLES}
+    # Before the set exists the plan is a first deployment and no user is made.
+    first = run_tasks(tmp_path / "first", [ea(cluster, 3, 3, api_user=user)])[0]
+    assert not failed(first) and first["first_deployment"] and first["api_user"]["actions"] == [], first
+
+    converge_to(cluster, tmp_path / "setup", 3, 3)
+    more = {**user, "roles": [*API_ROLES, {"role": "read", "db": "local"}]}
+    run = run_tasks(tmp_path / "user", [
+        {**ea(cluster, 3, 3, api_user=user), "check_mode": True},
+        ea(cluster, 3, 3, api_user=user),
+        ea(cluster, 3, 3, api_user=user),
+        ea(cluster, 3, 3, api_user=more),
+    ])
+    check, create, again, roles = run.results
+    assert check["api_user"]["actions"] == ["create"] and check["changed"], check
+    assert create["api_user"]["actions"] == ["create"] and create["changed"], create
+    assert again["api_user"]["actions"] == [] and not again["changed"], again
+    assert roles["api_user"]["actions"] == ["set_roles"], roles
+    assert "api-user-password" not in run.stdout + run.stderr
+    with cluster.client() as c:
+        stored = c.admin.command("usersInfo", {"user": "stateserver-api", "db": "admin"})["users"][0]["roles"]
+    assert sorted((r["role"], r["db"]) for r in stored) == [("clusterMonitor", "admin"), ("read", "local"),
+                                                            ("readWrite", "stateserver")]
+
+
 def test_peergroup_runs_only_when_a_set_exists(tmp_path, cluster_factory):
     cluster = cluster_factory(size=3)
     run = run_tasks(tmp_path, [{PG: {**conn(cluster), "timeout": 30}}])
@@ -351,6 +382,8 @@ BAD_OPTIONS = [
      "wants_vote"),
     (PG, {"status": {"pool": [{"name": "sm1", "address": "a:b:c"}]}}, "a:b:c"),
     (PG, {"status": {"api_timeout": 0}}, "api_timeout must be"),
+    (EA_, {"n": 3, "api_user": {"name": "u", "password": "short", "roles": []}}, "at least 8 characters"),
+    (EA_, {"n": 3, "api_user": {"name": " ", "password": "long-enough", "roles": []}}, "must not be empty"),
     (STATUS, {"port": 0}, "port must be from 1 to 65535"),
     (STATUS, {"server_selection_timeout": "nan"}, "server_selection_timeout must be"),
     (STATUS, {"pool": [{"name": "sm1", "address": "a:b:c"}]}, "a:b:c"),
