@@ -186,7 +186,10 @@ def test_a_job_in_a_fresh_directory_with_the_same_credential_plans_nothing(deplo
     before = state(cluster)
     tasks = job(workdir, 2, cluster, {"n": "3", "down_after": 60}, CREDENTIAL)
     assert tasks["__job__"]["rc"] == 0, tasks
-    assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
+    plan = tasks[PLAN]
+    assert not any(plan[key] for key in ("added", "promoted", "demoted", "removed", "repaired")), plan
+    # This set was made by hand, without the API server's user: the (check mode) job says the plan would make it.
+    assert plan["api_user"]["actions"] == ["create"], plan
     assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == ["sm1", "sm2", "sm3"]
     assert tasks["__job__"]["secrets_written"] == []
     assert state(cluster) == before
@@ -316,7 +319,10 @@ def test_tls_jobs_keep_the_credentials_ca_and_the_certificates_the_machines_hold
         assert "Keep what the machine holds for the controller" not in machines[spare]
         assert "Read the certificate and key the API server serves" not in machines[spare]
         assert "Check that the host answers over its connection" not in machines[spare]
-        assert tasks[PLAN]["added"] == [] and tasks[PLAN]["changed"] is False
+        plan = tasks[PLAN]
+        assert not any(plan[key] for key in ("added", "promoted", "demoted", "removed", "repaired")), plan
+        # The API server's user exists (made with the set above): nothing to do for it either.
+        assert plan["api_user"]["actions"] == [] and plan["changed"] is False, plan
         assert tasks[CONVERGE]["steps"] == [] and sorted(tasks[CONVERGE]["voters"]) == members
         # No host changed, the controller included: nothing was issued, for the spare neither.
         assert tasks["__job__"]["changed"] == []
