@@ -23,6 +23,8 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
+from ansible.module_utils.basic import missing_required_lib
+
 
 def replset_module():
     """_replset, imported on first use and never at start-up: a run whose secrets and CA are all on file asks no
@@ -142,6 +144,19 @@ PROBE_OPTIONS = ("seeds", "port", "replica_set", "tls", "tls_ca_file", "tls_cert
 
 def _initiated(answers: dict) -> set[str]:
     return {seed for seed, hello in answers.items() if isinstance(hello, dict) and hello.get("setName")}
+
+
+def answering_members_or_fail(module, result: dict) -> list[str]:
+    """answering_members(module.params), failing the task with `result` when pymongo is missing or the seeds cannot
+    be asked. pymongo is loaded here, only by a run that must ask."""
+    replset = replset_module()
+    if not replset.HAS_PYMONGO:
+        module.fail_json(msg=missing_required_lib("pymongo"), exception=replset.PYMONGO_IMPORT_ERROR, **result)
+    try:
+        return answering_members(module.params)
+    except replset.ReplSetError as exc:
+        module.fail_json(msg=f"cannot ask the seeds whether the replica set exists: {exc}", **result)
+    return []  # not reached: fail_json exits
 
 
 def answering_members(params: dict) -> list[str]:

@@ -303,8 +303,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._pki import (
 from ansible_collections.stateserver.ha.plugins.module_utils._records import AddressError, parse_address
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     PROBE_OPTIONS,
-    answering_members,
-    replset_module,
+    answering_members_or_fail,
 )
 
 GIVEN = "given"
@@ -475,13 +474,7 @@ def main() -> None:
         deployed = None
         if ca is None:
             # Only here is a seed asked, so only here is pymongo loaded.
-            replset = replset_module()
-            if not replset.HAS_PYMONGO:
-                module.fail_json(msg=missing_required_lib("pymongo"), exception=replset.PYMONGO_IMPORT_ERROR, **base)
-            try:
-                answering = answering_members(params)
-            except replset.ReplSetError as exc:
-                module.fail_json(msg=str(exc), **base)
+            answering = answering_members_or_fail(module, base)
             deployed = bool(answering)
         renewal = Renewal(utc_now(), params["renew_before_days"], params["renew"])
         # The machines' certificates, then their API servers' under the same rule (api=True).

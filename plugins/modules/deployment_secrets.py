@@ -223,7 +223,7 @@ msg:
   sample: "A first deployment: generated /srv/prod/stateserver-secrets/keyfile (directory 0700, files 0600). ..."
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.stateserver.ha.plugins.module_utils._args import check_connection, connection_argument_spec
 from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     ADMIN_PASSWORD,
@@ -236,7 +236,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._secrets import (
     SPECS,
     SecretsDir,
     SecretsDirError,
-    answering_members,
+    answering_members_or_fail,
     generated_message,
     missing_message,
     new_value,
@@ -306,13 +306,7 @@ def main() -> None:
     stored = store.stored()
     deployed, answering = None, []
     if any(spec.name not in given and spec.name not in stored for spec in wanted):
-        replset = replset_module()
-        if not replset.HAS_PYMONGO:
-            module.fail_json(msg=missing_required_lib("pymongo"), exception=replset.PYMONGO_IMPORT_ERROR, **empty)
-        try:
-            answering = answering_members(params)
-        except replset.ReplSetError as exc:
-            module.fail_json(msg=f"cannot ask the seeds whether the replica set exists: {exc}", **empty)
+        answering = answering_members_or_fail(module, empty)
         deployed = bool(answering)
 
     plan = plan_secrets(given, stored, bool(deployed), module.check_mode, wanted)
