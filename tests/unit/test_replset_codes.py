@@ -7,7 +7,7 @@ the convergence loop acts on, so the loop's handling is tested in test_converge_
 from __future__ import annotations
 
 import socket
-import time
+import threading
 
 import pytest
 from ansible_collections.stateserver.ha.plugins.module_utils import _replset
@@ -27,13 +27,12 @@ def closed_ports(count: int) -> list[str]:
 def test_no_seed_answering_raises_no_seed_answered_with_each_seed_error_at_once():
     seeds = closed_ports(4)
     rs = _replset.ReplSet({"seeds": seeds, "server_selection_timeout": 10})
-    start = time.monotonic()
     with pytest.raises(_replset.NoSeedAnswered) as err:
         rs.discover()
-    # A refusal is final: no server-selection wait, whatever the configured timeout.
-    assert time.monotonic() - start < 2
+    # A refusal is final: each seed's answer is the TCP refusal, not a server-selection timeout (scripts/bench-modules
+    # prints what that costs).
     assert sorted(err.value.answers) == sorted(seeds)
-    assert all("nothing answers" in text for text in err.value.answers.values())
+    assert all("nothing answers" in text and "Timeout" not in text for text in err.value.answers.values())
     assert isinstance(err.value, _replset.ReplSetError)
     assert all(seed in str(err.value) for seed in seeds)
 
@@ -60,14 +59,17 @@ def test_probe_asks_every_seed_in_parallel(monkeypatch):
     seeds = [f"10.0.0.{i}:37017" for i in range(1, 7)]
     rs = _replset.ReplSet({"seeds": seeds})
 
-    def slow(seed):
-        time.sleep(0.5)
+    # Every seed's probe waits until all six are under way: asked one after another, the first would wait alone
+    # and the barrier break (BrokenBarrierError).
+    together = threading.Barrier(len(seeds), timeout=10)
+
+    def waits_for_the_others(seed):
+        together.wait()
         return {"setName": "stateserver", "me": seed}
-    monkeypatch.setattr(rs, "_probe_one", slow)
-    start = time.monotonic()
+    monkeypatch.setattr(rs, "_probe_one", waits_for_the_others)
     answers = rs.probe()
-    assert time.monotonic() - start < 1.5  # six half-second seeds, not three seconds
     assert sorted(answers) == sorted(seeds)
+    assert not together.broken
 
 
 def test_discover_tells_an_uninitiated_set_from_a_foreign_one(monkeypatch):
