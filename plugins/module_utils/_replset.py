@@ -176,6 +176,15 @@ def listening_but_silent(answers: dict) -> dict:
             if isinstance(error, str) and not error.startswith(NOTHING_LISTENS)}
 
 
+def listening_problem(listening: dict) -> str:
+    """Why seeds that took a connection but gave no hello (listening_but_silent) stop a "first deployment"."""
+    return ("no seed answered hello, so this could look like a first deployment, but "
+            + "; ".join(f"{seed} took a connection and then failed: {error}"
+                        for seed, error in sorted(listening.items()))
+            + ". A replica set may run there: check the TLS settings (the deployment CA, stateserver_tls) and that "
+              "mongod has started, then run again. Nothing was changed")
+
+
 class NoSeedAnswered(ReplSetError):
     """No seed answered at all (nothing listens, or nothing reachable): no mongod of this set runs there yet.
 

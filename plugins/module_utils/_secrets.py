@@ -164,17 +164,26 @@ def answering_members(params: dict) -> list[str]:
 
     A seed silent in the mode asked is asked again the other way (plain, or TLS without verifying: hello needs no
     login and carries no secret), because a set that still serves plain TCP while the run asks over TLS (or the
-    reverse) must not look like a first deployment. Raises ReplSetError when the options are not usable."""
+    reverse) must not look like a first deployment. A seed that takes the connection both ways but never answers
+    hello (a CA that does not verify it, say) cannot be told apart from a member either: ReplSetError names it.
+    Raises ReplSetError too when the options are not usable."""
     replset = replset_module()
     options = {key: params[key] for key in PROBE_OPTIONS}
     with replset.ReplSet(options) as rs:
-        found = _initiated(rs.probe())
-        silent = [seed for seed in rs.seeds if seed not in found]
+        first = rs.probe()
+        silent = [seed for seed in rs.seeds if seed not in _initiated(first)]
+    found, second = _initiated(first), {}
     if silent:
         other = dict(options, seeds=silent, tls=not options["tls"], tls_ca_file=None, tls_certificate_key_file=None,
                      tls_certificate_key_file_password=None, tls_allow_invalid_certificates=not options["tls"])
         with replset.ReplSet(other) as rs:
-            found |= _initiated(rs.probe())
+            second = rs.probe()
+        found |= _initiated(second)
+    if not found:
+        listening = replset.listening_but_silent(first)
+        unsure = {seed: error for seed, error in replset.listening_but_silent(second).items() if seed in listening}
+        if unsure:
+            raise replset.ReplSetError(replset.listening_problem(unsure))
     return sorted(found)
 
 

@@ -13,6 +13,14 @@ from __future__ import annotations
 CREATE, SET_PASSWORD, SET_ROLES = "create", "set_password", "set_roles"
 # As mongod_user and ensure_availability's api_user take a password.
 MIN_PASSWORD = 8
+# A wanted user, as mongod_user's options and ensure_availability's api_user suboptions.
+USER_OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "database": {"type": "str", "default": "admin"},
+    "password": {"type": "str", "required": True, "no_log": True},
+    "roles": {"type": "list", "elements": "dict", "required": True, "options": {
+        "role": {"type": "str", "required": True}, "db": {"type": "str", "required": True}}},
+}
 WORDS = {CREATE: "created", SET_PASSWORD: "set the password of", SET_ROLES: "set the roles of"}
 
 

@@ -326,9 +326,10 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSetError,
     exit_without_joining_monitors,
     listening_but_silent,
+    listening_problem,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._rules import VALID_N
-from ansible_collections.stateserver.ha.plugins.module_utils._users import user_message, user_problems
+from ansible_collections.stateserver.ha.plugins.module_utils._users import USER_OPTIONS, user_message, user_problems
 
 # A day: far beyond any sensible grace period, and it keeps the value a plain finite number.
 MAX_DOWN_AFTER = 86400.0
@@ -375,13 +376,7 @@ def read_state(module, rs, pool):
     except NoSeedAnswered as exc:
         listening = listening_but_silent(exc.answers)
         if listening:
-            module.fail_json(
-                msg="no seed answered hello, so this could look like a first deployment, but "
-                    + "; ".join(f"{seed} took a connection and then failed: {error}"
-                                for seed, error in sorted(listening.items()))
-                    + ". A replica set may run there: check the TLS settings (the deployment CA, stateserver_tls) and "
-                      "that mongod has started, then run again. Nothing was changed",
-                changed=False, report=[])
+            module.fail_json(msg=listening_problem(listening), changed=False, report=[])
         view = ReplSetView(config=None, status=None, now=datetime.datetime.now(datetime.timezone.utc))  # noqa: UP017
     # Through the same ReplSet: a pool host that is also a seed is asked on the client discovery made for it.
     answers = rs.hellos([p.mongo_address for p in pool])
@@ -407,13 +402,7 @@ def main() -> None:
         down_after={"type": "float", "default": 60},
         retire={"type": "list", "elements": "str", "default": []},
         replace_with={"type": "str"},
-        api_user={"type": "dict", "options": {
-            "name": {"type": "str", "required": True},
-            "database": {"type": "str", "default": "admin"},
-            "password": {"type": "str", "required": True, "no_log": True},
-            "roles": {"type": "list", "elements": "dict", "required": True, "options": {
-                "role": {"type": "str", "required": True}, "db": {"type": "str", "required": True}}},
-        }},
+        api_user={"type": "dict", "options": USER_OPTIONS},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)

@@ -125,19 +125,13 @@ from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
     ReplSetError,
     exit_without_joining_monitors,
 )
-from ansible_collections.stateserver.ha.plugins.module_utils._users import user_message, user_problems
+from ansible_collections.stateserver.ha.plugins.module_utils._users import USER_OPTIONS, user_message, user_problems
 
 
 def main() -> None:
     exit_without_joining_monitors()
     argument_spec = connection_argument_spec()
-    argument_spec.update(
-        name={"type": "str", "required": True},
-        database={"type": "str", "default": "admin"},
-        password={"type": "str", "required": True, "no_log": True},
-        roles={"type": "list", "elements": "dict", "required": True, "options": {
-            "role": {"type": "str", "required": True}, "db": {"type": "str", "required": True}}},
-    )
+    argument_spec.update(USER_OPTIONS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=CONNECTION_REQUIRED_TOGETHER)
     params = module.params

@@ -186,6 +186,13 @@ def test_a_set_served_with_the_deployment_certificates_takes_tls_clients_only(tm
             after = [(m["host"], m.get("votes", 1)) for m in c.admin.command("replSetGetConfig")["config"]["members"]]
             assert after == members
             assert c.stateserver.machines.count_documents({}) == 0
+        # Nor do the secrets take that silence for a first deployment: no new secret is made over the running set.
+        fresh = tmp_path / "wrong-ca-secrets"
+        run = run_tasks(tmp_path / "wrong-ca-secrets-run", [
+            {SECRETS: {"secrets_dir": str(fresh), "seeds": cluster.addresses, "tls": True,
+                       "tls_ca_file": certs["sm2"]["certificate"], "server_selection_timeout": 2}, "no_log": True}])
+        assert run.results[0].get("failed") and "took a connection" in run.results[0]["msg"], run.results[0]
+        assert not fresh.exists() or not any(fresh.iterdir())
 
         # Asked without TLS, the TLS set still counts as existing: no new secrets, no new CA over it.
         empty = tmp_path / "no-secrets"

@@ -10,7 +10,7 @@ import socket
 import threading
 
 import pytest
-from ansible_collections.stateserver.ha.plugins.module_utils import _replset
+from ansible_collections.stateserver.ha.plugins.module_utils import _replset, _secrets
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
 
@@ -53,6 +53,27 @@ def test_a_seed_that_takes_the_connection_but_gives_no_hello_is_told_from_one_wh
         rs.close()
     assert sorted(_replset.listening_but_silent(err.value.answers)) == [taken]
     assert _replset.listening_but_silent({closed[0]: err.value.answers[closed[0]], "h:1": {"ok": 1}}) == {}
+
+
+def test_asking_whether_a_set_exists_refuses_to_call_a_seed_that_takes_connections_both_ways_silent():
+    # deployment_secrets and deployment_certificates only make secrets or a CA where no set exists. Something that
+    # takes the connection, plain and over TLS, yet answers no hello may be a member they cannot verify.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    closed = closed_ports(1)
+    taken = f"127.0.0.1:{listener.getsockname()[1]}"
+    params = {"seeds": [*closed, taken], "port": 37017, "replica_set": "stateserver", "tls": False,
+              "tls_ca_file": None, "tls_certificate_key_file": None, "tls_certificate_key_file_password": None,
+              "tls_allow_invalid_certificates": False, "server_selection_timeout": 1}
+    try:
+        with pytest.raises(_replset.ReplSetError, match="took a connection") as err:
+            _secrets.answering_members(params)
+        assert taken in str(err.value) and closed[0] not in str(err.value)
+        # Where nothing listens at all, nothing runs: no member answers, and that is no error.
+        assert _secrets.answering_members({**params, "seeds": closed}) == []
+    finally:
+        listener.close()
 
 
 def test_probe_asks_every_seed_in_parallel(monkeypatch):
