@@ -461,30 +461,34 @@ class ReplSet:
         now = status.get("date") if isinstance(status.get("date"), datetime.datetime) else _utcnow()
         return ReplSetView(config=config, status=status, now=now)
 
-    def _records(self, write: bool = False):
+    def _records(self, write: bool = False, primary: bool = False):
         db = self.client.get_database(RECORDS_DATABASE)
         if write:
             return db.get_collection(RECORDS_COLLECTION, write_concern=WriteConcern(w="majority", wtimeout=30000))
-        # Read from the primary when there is one; without one, still show what a member knows (for messages).
-        return db.get_collection(RECORDS_COLLECTION, read_preference=ReadPreference.PRIMARY_PREFERRED)
+        # primary: from the primary only, as a plan that writes must read (a new client may hear from a lagging
+        # secondary first). Else from the primary when pymongo knows one, a member otherwise (status, messages).
+        return db.get_collection(RECORDS_COLLECTION, read_preference=ReadPreference.PRIMARY if primary
+                                 else ReadPreference.PRIMARY_PREFERRED)
 
-    def read_record_docs(self) -> list[dict]:
-        """The documents of stateserver.machines as stored, sorted by _id ([] before the set exists)."""
+    def read_record_docs(self, primary: bool = False) -> list[dict]:
+        """The documents of stateserver.machines as stored, sorted by _id ([] before the set exists); with
+        `primary`, as the primary has them (waiting for pymongo to find it)."""
         if self.initiated is None:
             self.discover()
         if not self.initiated:
             return []
         try:
-            return list(self._records().find({}, {"created": 0}).sort("_id", 1))
+            return list(self._records(primary=primary).find({}, {"created": 0}).sort("_id", 1))
         except ConnectionFailure as exc:
             raise TransientError(f"cannot read the machine records: {exc}") from exc
         except PyMongoError as exc:
             raise ReplSetError(f"cannot read the machine records {RECORDS_DATABASE}.{RECORDS_COLLECTION}: {exc}") from exc
 
-    def read_records(self) -> list[MachineRecord]:
-        """The machine records, sorted by name ([] before the set exists). Raises InvalidRecords when any
-        document fails validation (_records.parse_record_docs): the caller refuses rather than guesses."""
-        records, problems = parse_record_docs(self.read_record_docs())
+    def read_records(self, primary: bool = False) -> list[MachineRecord]:
+        """The machine records, sorted by name ([] before the set exists); `primary` as read_record_docs. Raises
+        InvalidRecords when any document fails validation (_records.parse_record_docs): the caller refuses rather
+        than guesses."""
+        records, problems = parse_record_docs(self.read_record_docs(primary))
         if problems:
             raise InvalidRecords(problems, records)
         return records

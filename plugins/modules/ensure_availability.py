@@ -315,7 +315,7 @@ from ansible_collections.stateserver.ha.plugins.module_utils._args import (
     connection_argument_spec,
 )
 from ansible_collections.stateserver.ha.plugins.module_utils._availability import plan_availability
-from ansible_collections.stateserver.ha.plugins.module_utils._converge import read_settled
+from ansible_collections.stateserver.ha.plugins.module_utils._converge import primary_host, read_settled
 from ansible_collections.stateserver.ha.plugins.module_utils._model import ReplSetView
 from ansible_collections.stateserver.ha.plugins.module_utils._records import foreign_hosts, parse_pool
 from ansible_collections.stateserver.ha.plugins.module_utils._replset import (
@@ -383,7 +383,8 @@ def read_state(module, rs, pool):
     foreign = foreign_hosts(params["replica_set"], view.config, answers)
     if foreign:
         module.fail_json(msg="; ".join(foreign), changed=False, report=[])
-    records = rs.read_records() if view.config is not None else []
+    # The plan writes from these: read them where the last write landed whenever the set has a primary.
+    records = rs.read_records(primary=primary_host(view.status) is not None) if view.config is not None else []
     return view, records, answers
 
 
